@@ -1,0 +1,116 @@
+"""The `fedllm` command line: run a local federation, use its result, make demo assets."""
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedllm.errors import FedllmError
+from fedllm.settings import RunSettings, build
+
+app = typer.Typer(
+    help="Federated LoRA fine-tuning with Flower.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (run-config names, dashes or underscores) to settings fields."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise FedllmError(f"--set expects KEY=VALUE, got {pair!r}")
+        field = key.strip().replace("-", "_")
+        if field not in RunSettings.model_fields:
+            raise FedllmError(f"unknown setting {key!r} in --set")
+        values[field] = value
+    return values
+
+
+@app.command("up")
+def up_command(
+    nodes: Annotated[int, typer.Option(min=1, help="SuperNodes to start.")] = 3,
+    rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds.")] = None,
+    model: Annotated[str | None, typer.Option(help="Hub id or local model directory.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Hub id or local parquet/csv/jsonl with text,label.")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/<time>).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
+    certs: Annotated[Path | None, typer.Option(help="Existing PKI directory.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    threads: Annotated[int, typer.Option(min=0, help="Torch threads per node (0 = share).")] = 0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86400.0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any run setting, KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Start a SuperLink and NODES SuperNodes on loopback TLS, run, and stop them all."""
+    from fedllm.up import up
+
+    given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
+             "strategy": strategy, "resume": resume or None}  # fmt: skip
+    values = {key: value for key, value in given.items() if value is not None}
+    values |= parse_sets(set_ or [])
+    default_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    values["run_dir"] = str((run_dir or default_dir).resolve())
+    run = build(RunSettings, **values)
+    up(run, nodes, certs.resolve() if certs else None, threads, timeout, console)
+
+
+@app.command("predict")
+def predict_command(
+    texts: Annotated[list[str] | None, typer.Argument(help="Reviews to classify.")] = None,
+    run_dir: Annotated[Path, typer.Option(help="Run directory with final/.")] = Path("runs"),
+    file: Annotated[Path | None, typer.Option(help="File with one review per line.")] = None,
+) -> None:
+    """Print the label and its probability for each review."""
+    from fedllm.predict import predict
+
+    reviews = list(texts or [])
+    if file is not None:
+        if not file.is_file():
+            raise FedllmError(f"file not found: {file}")
+        reviews += [line for line in file.read_text().splitlines() if line.strip()]
+    if not reviews:
+        raise FedllmError("give reviews as arguments or with --file")
+    table = Table("label", "probability", "review")
+    for review, (label, probability) in zip(reviews, predict(run_dir, reviews), strict=True):
+        table.add_row(label, f"{probability:.3f}", review[:80])
+    console.print(table)
+
+
+@app.command("demo-assets")
+def demo_assets_command(
+    target: Annotated[Path, typer.Argument(help="Directory to write into.")],
+    reviews: Annotated[int, typer.Option(min=8, help="Synthetic reviews to write.")] = 400,
+) -> None:
+    """Write a tiny GPT-2 (model/) and synthetic reviews (reviews.parquet) for offline runs."""
+    from fedllm.demo import write_demo_assets
+
+    model_dir, data_file = write_demo_assets(target, reviews)
+    console.print(f"model: {model_dir}\ndataset: {data_file}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 1 or 2."""
+    try:
+        app(standalone_mode=False)
+    except FedllmError as err:
+        print(f"fedllm: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        print("fedllm: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as err:
+        print(f"fedllm: error: {err.format_message()}", file=sys.stderr)
+        sys.exit(2)

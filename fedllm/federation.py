@@ -1,0 +1,120 @@
+"""A whole federation on one machine: a real SuperLink and N real SuperNodes on loopback TLS."""
+
+import json
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import tomli_w
+
+from fedllm.errors import FedllmError
+from fedllm.processes import flower_bin, flower_env, free_port, spawn, stop
+
+
+class LocalFederation:
+    """Starts SuperLink + SuperNodes on enter, stops every process it started on exit."""
+
+    def __init__(self, state: Path, certs: Path, node_configs: list[dict[str, Any]]) -> None:
+        self.state = state
+        self.certs = certs
+        self.node_configs = node_configs
+        self.port = free_port()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def address(self) -> str:
+        """Where SuperNodes and the run submitter dial the SuperLink."""
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "LocalFederation":
+        try:
+            self._start_superlink()
+            for index, config in enumerate(self.node_configs):
+                self._start_supernode(index, config)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every process this federation started."""
+        stop(list(self.processes.values()))
+
+    def dead(self) -> list[str]:
+        """Names of started processes that have exited."""
+        return [name for name, proc in self.processes.items() if proc.poll() is not None]
+
+    def _start_superlink(self) -> None:
+        command = [
+            flower_bin("flower-superlink"),
+            "--ssl-certfile", str(self.certs / "superlink.crt"),
+            "--ssl-keyfile", str(self.certs / "superlink.key"),
+            "--ssl-ca-certfile", str(self.certs / "ca.crt"),
+            "--database", str(self.state / "superlink.db"),
+            "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+        ]  # fmt: skip
+        env = flower_env(self.state / "home" / "superlink")
+        self.processes["superlink"] = spawn(command, env, self.state / "logs" / "superlink.log")
+        self._wait_healthy(timeout=60)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.dead():
+                raise FedllmError(f"SuperLink exited early; see {self.state / 'logs'}")
+            try:
+                if httpx.get(f"https://{self.address}/health", verify=context).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise FedllmError(f"SuperLink not healthy after {timeout:.0f}s; see {self.state / 'logs'}")
+
+    def _start_supernode(self, index: int, config: dict[str, Any]) -> None:
+        name = f"node-{index + 1}"
+        node_config = " ".join(f"{key}={json.dumps(value)}" for key, value in config.items())
+        command = [
+            flower_bin("flower-supernode"),
+            "--superlink", self.address,
+            "--root-certificates", str(self.certs / "ca.crt"),
+            "--node-config", node_config,
+            "--port", str(free_port()),
+        ]  # fmt: skip
+        env = flower_env(self.state / "home" / name)
+        self.processes[name] = spawn(command, env, self.state / "logs" / f"{name}.log")
+
+    def submit(self, app_dir: Path, run_config: dict[str, Any]) -> int:
+        """`flwr run` the app with `run_config`; return the run id."""
+        home = self.state / "home" / "operator"
+        home.mkdir(parents=True, exist_ok=True)
+        connection = {"address": self.address, "root-certificates": str(self.certs / "ca.crt")}
+        flower_config = {"superlink": {"default": "local", "local": connection}}
+        (home / "config.toml").write_text(tomli_w.dumps(flower_config))
+        config_file = self.state / "run-config.toml"
+        config_file.write_text(tomli_w.dumps(run_config))
+        command = [flower_bin("flwr"), "run", str(app_dir), "local"]
+        command += ["--run-config", str(config_file), "--format", "json"]
+        result = subprocess.run(
+            command, env=flower_env(home), capture_output=True, text=True, check=False
+        )
+        try:
+            reply = json.loads(result.stdout)
+            return int(reply["run-id"])
+        except (ValueError, KeyError, TypeError):
+            detail = (result.stdout + result.stderr).strip().splitlines()
+            raise FedllmError(f"flwr run failed: {detail[-1] if detail else result.returncode}")

@@ -1,0 +1,106 @@
+"""The classifier every role builds: a pretrained LM with a 2-label head, wrapped by LoRA."""
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from fedllm.data import hub_hint
+from fedllm.errors import FedllmError
+from fedllm.settings import RunSettings
+
+NUM_LABELS = 2
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (GPT-2 has none: reuse end-of-text)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise FedllmError(hub_hint(f"tokenizer {name!r}", "--model", err)) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when present and not refused, else CPU."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise FedllmError("invalid setting 'device': cuda requested but no CUDA GPU is visible")
+    use_cuda = preference != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def quantization_config(mode: str, device: torch.device) -> BitsAndBytesConfig | None:
+    """bitsandbytes 4/8-bit base weights, only on CUDA hosts."""
+    if mode in ("", "none"):
+        return None
+    if device.type != "cuda":
+        raise FedllmError(
+            f"invalid setting 'quantization': {mode} needs a CUDA GPU; use 'none' on CPU hosts"
+        )
+    if mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def load_base(
+    name: str, pad_token_id: int, quantization: BitsAndBytesConfig | None = None
+) -> PreTrainedModel:
+    """The pretrained model with a freshly initialised 2-label classification head."""
+    kwargs: dict[str, object] = {"num_labels": NUM_LABELS}
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map={"": 0})
+    try:
+        base = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise FedllmError(hub_hint(f"model {name!r}", "--model", err)) from None
+    base.config.pad_token_id = pad_token_id
+    return base
+
+
+def lora_config(run: RunSettings) -> LoraConfig:
+    """LoRA on the configured modules; peft picks the architecture's usual ones when unset."""
+    targets = [name.strip() for name in run.lora_targets.split(",") if name.strip()]
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=run.lora_r,
+        lora_alpha=run.lora_alpha,
+        lora_dropout=run.lora_dropout,
+        target_modules=targets or None,
+    )
+
+
+def build_model(
+    run: RunSettings,
+    tokenizer: PreTrainedTokenizerBase,
+    device: torch.device,
+    quantization: str = "",
+) -> PeftModel:
+    """Base model + LoRA adapter; only adapter and head weights are trainable."""
+    torch.manual_seed(run.seed)
+    bnb = quantization_config(quantization or run.quantization, device)
+    base = load_base(run.model, int(tokenizer.pad_token_id), bnb)
+    if bnb is not None:
+        base = prepare_model_for_kbit_training(base)
+    try:
+        model = get_peft_model(base, lora_config(run))
+    except ValueError as err:
+        raise FedllmError(
+            f"cannot place LoRA on {run.model!r} ({str(err).splitlines()[0][:120]}); "
+            "set lora-targets to its attention projection names"
+        ) from None
+    if bnb is None:
+        model.to(device)
+    assert isinstance(model, PeftModel)
+    return model

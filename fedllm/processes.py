@@ -1,0 +1,61 @@
+"""Starting and stopping Flower's own processes with the environment fedllm requires."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Nothing leaves a site but the adapter: no telemetry, no update checks.
+QUIET_FLOWER = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def flower_bin(name: str) -> str:
+    """A Flower executable from the same environment as this interpreter."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else name
+
+
+def flower_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a Flower process with its own FLWR_HOME."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, **QUIET_FLOWER, "FLWR_HOME": str(home), **extra}
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `command` in its own process group, output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """SIGTERM each process group (Flower's children included), SIGKILL what remains."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass

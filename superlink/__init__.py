@@ -1,0 +1,1 @@
+"""Server side of fedllm: the ServerApp that aggregates adapters beside the SuperLink."""

@@ -1,0 +1,55 @@
+"""Per-round metrics as the ServerApp sees them, mirrored to `history.json`."""
+
+from pathlib import Path
+from typing import Any
+
+from flwr.app import MetricRecord, RecordDict
+
+from superlink.checkpoint import read_json, write_json
+
+HISTORY_FILE = "history.json"
+STATUS_FILE = "status.json"
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Rounds recorded so far (empty for a new run)."""
+    return list(read_json(run_dir / HISTORY_FILE, []))
+
+
+def write_status(run_dir: Path, state: str, **details: Any) -> None:
+    """`running`, `finished` or `failed`, with details, for watchers of the run."""
+    write_json(run_dir / STATUS_FILE, {"state": state, **details})
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The last status the ServerApp wrote, or an empty dict."""
+    return dict(read_json(run_dir / STATUS_FILE, {}))
+
+
+class History:
+    """Collects one round's federated metrics until the round is closed."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.rounds = read_history(run_dir)
+        self.pending: dict[str, Any] = {}
+
+    def on_train(self, replies: list[RecordDict], aggregated: MetricRecord) -> None:
+        """Strategy hook: aggregated training metrics of the current round."""
+        self.pending["train"] = dict(aggregated)
+        self.pending["nodes-replied"] = len(replies)
+        self.pending["train-examples"] = sum(
+            int(next(iter(reply.metric_records.values()))["num-examples"]) for reply in replies
+        )
+
+    def on_evaluate(self, replies: list[RecordDict], aggregated: MetricRecord) -> None:
+        """Strategy hook: weighted federated evaluation of the current round."""
+        self.pending["federated"] = dict(aggregated)
+
+    def close_round(self, server_round: int, entry: dict[str, Any]) -> dict[str, Any]:
+        """Record a finished round (pending metrics + `entry`) and persist the history."""
+        record = {"round": server_round, **self.pending, **entry}
+        self.rounds = [row for row in self.rounds if row["round"] != server_round] + [record]
+        self.pending = {}
+        write_json(self.run_dir / HISTORY_FILE, self.rounds)
+        return record

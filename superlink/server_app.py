@@ -1,0 +1,96 @@
+"""The ServerApp: sends the initial adapter, aggregates, evaluates and checkpoints every round."""
+
+import shutil
+import time
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from fedllm.adapter import load_arrays, to_arrays
+from fedllm.batches import make_loader
+from fedllm.evaluate import evaluate
+from fedllm.model import build_model, load_tokenizer, pick_device
+from fedllm.partition import server_holdout
+from fedllm.settings import RunSettings, from_flower_config
+from superlink.checkpoint import guard_fresh, load_last_checkpoint, save_checkpoint, write_json
+from superlink.history import History, write_status
+from superlink.plot import plot_history
+from superlink.strategy import make_strategy
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the configured strategy; record status so watchers learn how the run ended."""
+    run = from_flower_config(RunSettings, context.run_config)
+    run_dir = Path(run.run_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_status(run_dir, "running", run_id=context.run_id)
+    try:
+        federate(grid, run, run_dir)
+    except Exception as err:
+        write_status(run_dir, "failed", run_id=context.run_id, error=str(err).splitlines()[0])
+        raise
+    write_status(run_dir, "finished", run_id=context.run_id)
+
+
+def federate(grid: Grid, run: RunSettings, run_dir: Path) -> None:
+    """Train for the remaining rounds, then save the final adapter."""
+    device = pick_device()
+    tokenizer = load_tokenizer(run.model)
+    model = build_model(run, tokenizer, device)
+    holdout = make_loader(
+        server_holdout(run), tokenizer, run.max_length, run.batch_size, shuffle=False
+    )
+    done = 0
+    initial = to_arrays(model)
+    if run.resume:
+        done, initial = load_last_checkpoint(run_dir)
+    else:
+        guard_fresh(run_dir)
+    write_json(run_dir / "run.json", run.model_dump())
+    history = History(run_dir)
+    strategy = make_strategy(run, history.on_train, history.on_evaluate)
+    started = time.monotonic()
+
+    def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0 and done > 0:
+            return None  # the resumed checkpoint was evaluated when it was written
+        load_arrays(model, arrays)
+        metrics = evaluate(model, holdout, device)
+        entry = {"centralized": metrics, "elapsed-seconds": time.monotonic() - started}
+        record = history.close_round(done + server_round, entry)
+        if server_round > 0:
+            state = {"metrics": record, "config": run.model_dump()}
+            save_checkpoint(run_dir, done + server_round, arrays, state)
+        return MetricRecord(metrics)
+
+    remaining = run.num_server_rounds - done
+    arrays = initial
+    if remaining > 0:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=remaining,
+            timeout=run.round_timeout,
+            train_config=ConfigRecord({"lr": run.lr}),
+            evaluate_fn=evaluate_and_checkpoint,
+        )
+        arrays = result.arrays
+    load_arrays(model, arrays)
+    save_final(model, tokenizer, run_dir / "final")
+    plot_history(history.rounds, run_dir / "history.png")
+
+
+def save_final(model: PeftModel, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
+    """`save_pretrained` into a fresh directory, swapped in only when complete."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
