@@ -9,9 +9,9 @@ from safetensors.torch import load_file, save_file
 
 
 def adapter_state(model: PeftModel) -> dict[str, torch.Tensor]:
-    """Trainable weights (LoRA matrices and `modules_to_save` head), detached on CPU."""
+    """Trainable weights (LoRA matrices and `modules_to_save` head): a CPU copy."""
     state = get_peft_model_state_dict(model)
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
 
 
 def to_arrays(model: PeftModel) -> ArrayRecord:

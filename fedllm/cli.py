@@ -101,8 +101,18 @@ def demo_assets_command(
     console.print(f"model: {model_dir}\ndataset: {data_file}")
 
 
+def quiet_libraries() -> None:
+    """Keep hub retry chatter and load reports off the terminal; errors still surface."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    hub_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1 or 2."""
+    quiet_libraries()
     try:
         app(standalone_mode=False)
     except FedllmError as err:

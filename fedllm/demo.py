@@ -43,7 +43,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def write_tiny_gpt2(target: Path, seed: int = 0) -> Path:
-    """Save a 2-layer, 64-wide GPT-2 and its tokenizer where `from_pretrained` finds them."""
+    """Save a 2-layer, 128-wide GPT-2 and its tokenizer where `from_pretrained` finds them."""
     import torch
 
     torch.manual_seed(seed)
@@ -51,9 +51,9 @@ def write_tiny_gpt2(target: Path, seed: int = 0) -> Path:
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=512,
-        n_embd=64,
+        n_embd=128,
         n_layer=2,
-        n_head=2,
+        n_head=4,
         bos_token_id=0,
         eos_token_id=0,
     )

@@ -1,0 +1,5 @@
+"""`python -m fedllm` runs the command line."""
+
+from fedllm.cli import main
+
+main()
