@@ -53,7 +53,9 @@ def centralized(run: RunSettings, epochs: int, threads: int) -> dict[str, Any]:
     test = make_loader(held_out, tokenizer, run.max_length, run.batch_size, shuffle=False)
     rows, examples, started = [], 0, time.monotonic()
     for epoch in range(1, epochs + 1):
-        loader = make_loader(pool, tokenizer, run.max_length, run.batch_size, True, run.seed + epoch)
+        loader = make_loader(
+            pool, tokenizer, run.max_length, run.batch_size, True, run.seed + epoch
+        )
         stats = train(model, loader, device, lr=run.lr, epochs=1)
         examples += stats.examples
         metrics = evaluate(model, test, device)
@@ -154,8 +156,11 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         return {}
     best_name, best = max(central.items(), key=lambda item: item[1]["accuracy"])
     target = max(0.83, best["accuracy"] - 0.02)
-    summary: dict[str, Any] = {"best-centralized": best_name, "centralized-accuracy": best["accuracy"],
-                               "target-accuracy": target}  # fmt: skip
+    summary: dict[str, Any] = {
+        "best-centralized": best_name,
+        "centralized-accuracy": best["accuracy"],
+        "target-accuracy": target,
+    }
     train_reviews = next(iter(report[name]["train-reviews"] for name in central))
     for name in ("federated-iid", "federated-dirichlet"):
         rounds = report.get(name, {}).get("rounds", [])

@@ -44,7 +44,9 @@ def up_command(
     dataset: Annotated[
         str | None, typer.Option(help="Hub id or local parquet/csv/jsonl with text,label.")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/<time>).")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/<time>).")
+    ] = None,
     strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
     certs: Annotated[Path | None, typer.Option(help="Existing PKI directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,

@@ -1,12 +1,15 @@
 """Accuracy, F1 and loss of the classifier on labelled batches."""
 
 import torch
+from flwr.app import MetricRecordValues
 from torch import nn
 from torch.utils.data import DataLoader
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> dict[str, MetricRecordValues]:
     """Mean loss, accuracy and F1 (positive class = 1) over every example in `loader`."""
     model.eval()
     loss_sum, correct, examples = 0.0, 0, 0

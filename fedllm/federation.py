@@ -117,4 +117,5 @@ class LocalFederation:
             return int(reply["run-id"])
         except (ValueError, KeyError, TypeError):
             detail = (result.stdout + result.stderr).strip().splitlines()
-            raise FedllmError(f"flwr run failed: {detail[-1] if detail else result.returncode}")
+            last = detail[-1] if detail else result.returncode
+            raise FedllmError(f"flwr run failed: {last}") from None

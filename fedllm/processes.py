@@ -1,5 +1,6 @@
 """Starting and stopping Flower's own processes with the environment fedllm requires."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -46,16 +47,12 @@ def stop(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
         _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for process in processes:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
         _signal_group(process, signal.SIGKILL)
         process.wait()
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass

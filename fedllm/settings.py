@@ -73,9 +73,7 @@ class RunSettings(BaseSettings):
 class NodeSettings(BaseSettings):
     """One SuperNode's site: which data it holds and how it computes."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FEDLLM_NODE_", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="FEDLLM_NODE_", env_file=".env", extra="ignore")
 
     partition_id: int = Field(0, ge=0)
     num_partitions: int = Field(1, ge=1)

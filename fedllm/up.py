@@ -24,8 +24,7 @@ def node_configs(nodes: int, threads: int) -> list[dict[str, Any]]:
     """Node config per SuperNode: its partition and a fair share of the CPU."""
     share = threads or max(1, (os.cpu_count() or 1) // nodes)
     return [
-        {"partition-id": index, "num-partitions": nodes, "threads": share}
-        for index in range(nodes)
+        {"partition-id": index, "num-partitions": nodes, "threads": share} for index in range(nodes)
     ]
 
 

@@ -39,7 +39,7 @@ class History:
         self.pending["train"] = dict(aggregated)
         self.pending["nodes-replied"] = len(replies)
         self.pending["train-examples"] = sum(
-            int(next(iter(reply.metric_records.values()))["num-examples"]) for reply in replies
+            next(iter(reply.metric_records.values()))["num-examples"] for reply in replies
         )
 
     def on_evaluate(self, replies: list[RecordDict], aggregated: MetricRecord) -> None:

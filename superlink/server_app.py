@@ -90,7 +90,7 @@ def save_final(model: PeftModel, tokenizer: PreTrainedTokenizerBase, target: Pat
     """`save_pretrained` into a fresh directory, swapped in only when complete."""
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    model.save_pretrained(str(staging))
     tokenizer.save_pretrained(staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

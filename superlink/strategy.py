@@ -44,7 +44,10 @@ def strategy_options(run: RunSettings) -> dict[str, Any]:
     if name in ("fedadam", "fedyogi", "fedadagrad"):
         return {"eta_l": run.lr} | ({"eta": run.server_lr} if run.server_lr else {})
     if name == "fedavgm":
-        return {"server_learning_rate": run.server_lr or 1.0, "server_momentum": run.server_momentum}
+        return {
+            "server_learning_rate": run.server_lr or 1.0,
+            "server_momentum": run.server_momentum,
+        }
     if name == "fedtrimmedavg":
         return {"beta": run.trim_beta}
     if name in ("krum", "bulyan"):

@@ -1,6 +1,6 @@
 """The ClientApp: trains and evaluates the global adapter on the node's own data."""
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedllm.adapter import load_arrays, to_arrays
@@ -16,9 +16,9 @@ app = ClientApp()
 def train_round(msg: Message, context: Context) -> Message:
     """Train the received adapter locally; reply with the adapter and training metrics."""
     site = open_site(context)
-    load_arrays(site.model, msg.content["arrays"])
-    config = msg.content["config"]
-    server_round = int(config.get("server-round", 0))
+    load_arrays(site.model, msg.content.array_records["arrays"])
+    config = msg.content.config_records["config"]
+    server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     loader = make_loader(
         site.train,
         site.tokenizer,
@@ -34,7 +34,7 @@ def train_round(msg: Message, context: Context) -> Message:
         lr=site.run.lr,
         epochs=site.run.local_epochs,
         max_steps=site.run.local_steps,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
     )
     metrics = {**stats.metrics(), "num-examples": len(site.train)}
     reply = RecordDict({"arrays": to_arrays(site.model), "metrics": MetricRecord(metrics)})
@@ -45,8 +45,7 @@ def train_round(msg: Message, context: Context) -> Message:
 def evaluate_round(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on the node's validation split."""
     site = open_site(context)
-    arrays: ArrayRecord = msg.content["arrays"]
-    load_arrays(site.model, arrays)
+    load_arrays(site.model, msg.content.array_records["arrays"])
     loader = make_loader(
         site.val, site.tokenizer, site.run.max_length, site.run.batch_size, shuffle=False
     )

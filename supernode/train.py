@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from flwr.app import MetricRecordValues
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -18,7 +19,7 @@ class TrainStats:
     steps: int
     seconds: float
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, MetricRecordValues]:
         """Metric-record form, throughput included."""
         seconds = max(self.seconds, 1e-9)
         return {

@@ -39,9 +39,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(
-    demo_assets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def finished_run(demo_assets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir, reviews = demo_assets
     run_dir = tmp_path_factory.mktemp("federation") / "run"
     result = fedllm(
@@ -84,7 +82,9 @@ def test_final_adapter_loads_with_peft_and_predicts_like_the_in_memory_model(
     run = RunSettings(model=str(demo_assets[0]))
     tokenizer = load_tokenizer(run.model)
     in_memory = build_model(run, tokenizer, pick_device("cpu"))
-    load_arrays(in_memory, load_safetensors(finished_run / "checkpoints/round-2/adapter.safetensors"))
+    load_arrays(
+        in_memory, load_safetensors(finished_run / "checkpoints/round-2/adapter.safetensors")
+    )
     base = load_base(run.model, int(tokenizer.pad_token_id))
     loaded = PeftModel.from_pretrained(base, finished_run / "final")
     batch = tokenizer(

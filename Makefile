@@ -1,0 +1,38 @@
+# Two entry points on a fresh machine: `make run` (a whole local federation) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO := runs/demo-assets
+NODES ?= 3
+ROUNDS ?= 3
+MODEL ?= $(DEMO)/model
+DATASET ?= $(DEMO)/reviews.parquet
+
+.PHONY: run test lint bench-quality
+
+# The pinned torch goes in first: an unpinned one pulls a multi-GB CUDA build.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(DEMO)/reviews.parquet: | $(BIN)/.installed
+	$(BIN)/fedllm demo-assets $(DEMO)
+
+run: $(BIN)/.installed $(DEMO)/reviews.parquet
+	$(BIN)/fedllm up --nodes $(NODES) --rounds $(ROUNDS) --model $(MODEL) --dataset $(DATASET)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench-quality: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/quality.py --out bench/quality.json
