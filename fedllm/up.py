@@ -49,7 +49,7 @@ def up(
     check_certs(certs)
     started = time.monotonic()
     with LocalFederation(state, certs, node_configs(nodes, threads)) as federation:
-        console.print(f"SuperLink on {federation.address} (TLS), {nodes} SuperNodes started")
+        console.print(f"SuperLink gateway on {federation.address} (mutual TLS), {nodes} SuperNodes")
         write_status(run_dir, "submitted")
         run_id = federation.submit(APP_DIR, run.to_run_config())
         console.print(f"run {run_id} submitted; logs in {state / 'logs'}")

@@ -1,0 +1,80 @@
+"""`fedllm superlink`: the SuperLink on loopback behind its mTLS gateway, supervised."""
+
+import logging
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import FrameType
+
+from fedllm.certcheck import check_certificate
+from fedllm.errors import FedllmError
+from fedllm.processes import flower_bin, flower_env, free_port, spawn, stop
+from superlink.gateway import nginx_command, render_config
+
+log = logging.getLogger("fedllm.superlink")
+
+
+def superlink_command(certs: Path, state: Path, port: int) -> list[str]:
+    """flower-superlink on loopback only, with its own TLS and state in SQLite."""
+    return [
+        flower_bin("flower-superlink"),
+        "--ssl-certfile", str(certs / "superlink.crt"),
+        "--ssl-keyfile", str(certs / "superlink.key"),
+        "--ssl-ca-certfile", str(certs / "ca.crt"),
+        "--database", str(state / "superlink.db"),
+        "--disable-runtime-dependency-installation",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+
+
+def serve(certs: Path, state: Path, host: str, port: int, names: tuple[str, ...] = ()) -> None:
+    """Validate certificates, start SuperLink + gateway, supervise until SIGTERM or a crash."""
+    info = check_certificate(
+        certs / "superlink.crt", certs / "superlink.key", certs / "ca.crt", "server",
+        ("127.0.0.1", "localhost", *names),
+    )  # fmt: skip
+    days = info.seconds_left() / 86400
+    log.warning(
+        "server certificate %s sha256 %s, %.0f days left", info.subject, info.fingerprint, days
+    )
+    state.mkdir(parents=True, exist_ok=True)
+    logs = state / "logs"
+    internal = free_port()
+    superlink = spawn(
+        superlink_command(certs, state, internal),
+        flower_env(state / "home"),
+        logs / "flower-superlink.log",
+    )
+    gateway = spawn(
+        nginx_command(render_config(state, certs, f"{host}:{port}", internal)),
+        flower_env(state / "home"),
+        logs / "gateway.log",
+    )
+    children = {"flower-superlink": superlink, "gateway": gateway}
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        supervise(children, certs / "ca.crl", stopping)
+    finally:
+        stop(list(children.values()))
+
+
+def supervise(children: dict[str, subprocess.Popen[bytes]], crl: Path, stopping: list[int]) -> None:
+    """Wait for a stop signal; reload the gateway when the CRL changes; fail if a child dies."""
+    crl_mtime = crl.stat().st_mtime
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                raise FedllmError(f"{name} exited with status {child.returncode}")
+        if crl.stat().st_mtime != crl_mtime:
+            crl_mtime = crl.stat().st_mtime
+            children["gateway"].send_signal(signal.SIGHUP)
+            log.warning("CRL %s changed: gateway reloaded", crl)
+        time.sleep(1.0)
