@@ -22,6 +22,11 @@ class CertificateInfo:
     fingerprint: str
     not_after: dt.datetime
 
+    def summary(self) -> str:
+        """One log line: subject, fingerprint, days left."""
+        days = self.seconds_left() / 86400
+        return f"{self.subject} sha256 {self.fingerprint}, {days:.0f} days left"
+
     def seconds_left(self) -> float:
         """Seconds until the certificate expires (negative once expired)."""
         return (self.not_after - dt.datetime.now(dt.UTC)).total_seconds()

@@ -1,8 +1,8 @@
 """`fedllm superlink`: the SuperLink on loopback behind its mTLS gateway, supervised."""
 
-import logging
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -11,8 +11,6 @@ from fedllm.certcheck import check_certificate
 from fedllm.errors import FedllmError
 from fedllm.processes import flower_bin, flower_env, free_port, spawn, stop
 from superlink.gateway import nginx_command, render_config
-
-log = logging.getLogger("fedllm.superlink")
 
 
 def superlink_command(certs: Path, state: Path, port: int) -> list[str]:
@@ -35,10 +33,7 @@ def serve(certs: Path, state: Path, host: str, port: int, names: tuple[str, ...]
         certs / "superlink.crt", certs / "superlink.key", certs / "ca.crt", "server",
         ("127.0.0.1", "localhost", *names),
     )  # fmt: skip
-    days = info.seconds_left() / 86400
-    log.warning(
-        "server certificate %s sha256 %s, %.0f days left", info.subject, info.fingerprint, days
-    )
+    print(f"fedllm: server certificate {info.summary()}", file=sys.stderr, flush=True)
     state.mkdir(parents=True, exist_ok=True)
     logs = state / "logs"
     internal = free_port()
@@ -76,5 +71,5 @@ def supervise(children: dict[str, subprocess.Popen[bytes]], crl: Path, stopping:
         if crl.stat().st_mtime != crl_mtime:
             crl_mtime = crl.stat().st_mtime
             children["gateway"].send_signal(signal.SIGHUP)
-            log.warning("CRL %s changed: gateway reloaded", crl)
+            print(f"fedllm: CRL {crl} changed, gateway reloaded", file=sys.stderr, flush=True)
         time.sleep(1.0)
