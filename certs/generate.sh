@@ -50,6 +50,6 @@ issue() {
 issue superlink superlink v3_server
 issue operator operator v3_client
 for name in "$@"; do issue "$name" supernode v3_client; done
-openssl ca -config "$conf" -gencrl -out "$dir/ca.crl" 2>/dev/null
+"$here/crl.sh" "$dir"
 chmod 644 "$dir"/*.crt "$dir/ca.crl"
 echo "PKI written to $dir: ca.crt, superlink, operator${*:+, $*}"
