@@ -6,7 +6,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.pki import CERTS, generate, sh
+from tests.pki import CERTS, generate, new_key, sh
 
 
 def test_generate_writes_the_federation(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_site_csr_round_trip_keeps_the_key_at_the_site(tmp_path: Path) -> None:
 def test_sign_csr_refuses_ca_rights_and_server_auth(tmp_path: Path) -> None:
     pki = generate(tmp_path / "pki")
     key = tmp_path / "evil.key"
-    sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    new_key(key)
     for name, extension in (
         ("wants-ca", "basicConstraints=critical,CA:TRUE"),
         ("wants-server", "extendedKeyUsage=serverAuth"),
@@ -78,7 +78,7 @@ def test_sign_csr_refuses_ca_rights_and_server_auth(tmp_path: Path) -> None:
 def test_sign_csr_forces_the_supernode_role(tmp_path: Path) -> None:
     pki = generate(tmp_path / "pki")
     key, csr = tmp_path / "x.key", tmp_path / "x.csr"
-    sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    new_key(key)
     sh("openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/OU=operator/CN=site-x")
     assert sh(CERTS / "sign-csr.sh", pki, csr, "site-x").returncode == 0
     cert = x509.load_pem_x509_certificate((pki / "site-x.crt").read_bytes())

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fedllm.processes import free_port, stop
-from tests.pki import CERTS, generate, issue, self_signed, sh
+from tests.pki import CERTS, expired, generate, issue, new_key, self_signed, sh
 
 pytestmark = pytest.mark.integration
 REFUSED = {400, 401, 403, 495, 496}
@@ -43,15 +43,14 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("mtls")
     pki = generate(root / "pki", "node-1", "to-revoke")
-    issue(
-        pki, "expired", "v3_client", "-startdate", "20200101000000Z", "-enddate", "20200201000000Z"
-    )
+    expired(pki, "expired")
     issue(pki, "server-only", "v3_server")
     self_signed(root, "selfsigned")
     generate(root / "other", "node-1")
     port = free_port()
     command = [sys.executable, "-m", "fedllm", "superlink", "--certs", str(pki),
-               "--state", str(root / "state"), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+               "--state", str(root / "state"), "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
     log = (root / "superlink.log").open("wb")
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -128,7 +127,7 @@ def test_supernode_refuses_a_superlink_without_the_dialled_name(tmp_path: Path) 
     pki = generate(tmp_path / "pki", "node-1")
     env = {"FEDLLM_CA_DIR": str(pki), "FEDLLM_CERT_DAYS": "30", "FEDLLM_SAN": "DNS:elsewhere"}
     key, csr, crt = pki / "imposter.key", pki / "imposter.csr", pki / "imposter.crt"
-    sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    new_key(key)
     sh("openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/OU=superlink/CN=elsewhere")
     sh("openssl", "ca", "-config", CERTS / "openssl.cnf", "-batch", "-notext", "-in", csr,
        "-out", crt, "-extensions", "v3_server", env=env)  # fmt: skip

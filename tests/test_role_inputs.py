@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pki import generate, issue
+from tests.pki import expired, generate
 
 
 def fingerprint(pki: Path) -> dict[str, str]:
@@ -27,9 +27,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     pki = generate(tmp_path / "pki", "node-1")
-    issue(
-        pki, "old-node", "v3_client", "-startdate", "20200101000000Z", "-enddate", "20200201000000Z"
-    )
+    expired(pki, "old-node")
     return pki
 
 
