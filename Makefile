@@ -9,7 +9,10 @@ ROUNDS ?= 3
 MODEL ?= $(DEMO)/model
 DATASET ?= $(DEMO)/reviews.parquet
 
-.PHONY: run test lint bench-quality
+.PHONY: run test lint system bench-quality
+
+system:
+	scripts/system-deps.sh
 
 # The pinned torch goes in first: an unpinned one pulls a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -22,7 +25,7 @@ $(BIN)/.installed: pyproject.toml
 $(DEMO)/reviews.parquet: | $(BIN)/.installed
 	$(BIN)/fedllm demo-assets $(DEMO)
 
-run: $(BIN)/.installed $(DEMO)/reviews.parquet
+run: system $(BIN)/.installed $(DEMO)/reviews.parquet
 	$(BIN)/fedllm up --nodes $(NODES) --rounds $(ROUNDS) --model $(MODEL) --dataset $(DATASET)
 
 lint: $(BIN)/.installed
@@ -30,7 +33,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: system lint
 	$(BIN)/pytest
 
 bench-quality: $(BIN)/.installed
