@@ -33,7 +33,8 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: system lint
+test: lint
+	scripts/system-deps.sh prometheus
 	$(BIN)/pytest
 
 bench-quality: $(BIN)/.installed

@@ -1,5 +1,6 @@
 """The `fedllm` command line: run a local federation, use its result, make demo assets."""
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,12 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+MetricsPort = Annotated[int, typer.Option(help="Prometheus exporter port (0: no exporter).")]
+MetricsHost = Annotated[str, typer.Option(help="Address the Prometheus exporter listens on.")]
+MetricsDir = Annotated[
+    Path | None,
+    typer.Option(envvar="PROMETHEUS_MULTIPROC_DIR", help="Where the apps write metrics."),
+]
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -56,6 +63,13 @@ def up_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Any run setting, KEY=VALUE (repeatable).")
     ] = None,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, help="SuperLink exporter port, node k gets +k (0: free ports).")
+    ] = 0,
+    prometheus: Annotated[
+        bool, typer.Option(help="Run Debian's prometheus scraping every role.")
+    ] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Port of that Prometheus.")] = 9090,
 ) -> None:
     """Start a SuperLink and NODES SuperNodes on loopback TLS, run, and stop them all."""
     from fedllm.up import up
@@ -67,7 +81,10 @@ def up_command(
     default_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     values["run_dir"] = str((run_dir or default_dir).resolve())
     run = build(RunSettings, **values)
-    up(run, nodes, certs.resolve() if certs else None, threads, timeout, console)
+    up(
+        run, nodes, certs.resolve() if certs else None, threads, timeout, console,
+        metrics_port=metrics_port, prometheus_port=prometheus_port if prometheus else None,
+    )  # fmt: skip
 
 
 @app.command("superlink")
@@ -79,10 +96,16 @@ def superlink_command(
     name: Annotated[
         list[str] | None, typer.Option(help="Names the server certificate must carry.")
     ] = None,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_dir: MetricsDir = None,
 ) -> None:
     """The SuperLink on loopback behind its mutual-TLS gateway on HOST:PORT."""
+    from fedllm.telemetry.exporter import start_exporter
     from superlink.service import serve
 
+    certificates = [certs / "superlink.crt", certs / "ca.crt"]
+    start_exporter("superlink", "superlink", metrics_host, metrics_port, metrics_dir, certificates)
     serve(certs.resolve(), state.resolve(), host, port, tuple(name or ()))
 
 
@@ -95,10 +118,16 @@ def supernode_command(
         str, typer.Option(help="Flower node config, e.g. 'partition-id=0 num-partitions=3'.")
     ] = "",
     runtime_port: Annotated[int, typer.Option(help="Local port for the ClientApp API.")] = 9094,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_dir: MetricsDir = None,
 ) -> None:
     """A SuperNode that joins over mutual TLS with this site's certificate."""
+    from fedllm.telemetry.exporter import start_exporter
     from supernode.service import serve
 
+    certificates = [certs / f"{name}.crt", certs / "ca.crt"]
+    start_exporter("supernode", name, metrics_host, metrics_port, metrics_dir, certificates)
     serve(certs.resolve(), name, superlink, node_config, runtime_port)
 
 
@@ -160,6 +189,8 @@ def quiet_libraries() -> None:
 
     hub_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    # bitsandbytes warns on CPU hosts about optional kernels it would fetch from the hub.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def main() -> None:
@@ -167,6 +198,9 @@ def main() -> None:
     from fedllm.processes import QUIET_FLOWER
 
     os.environ.update(QUIET_FLOWER)
+    # Flower starts its helpers (flower-superexec, flwr-clientapp) by name: find ours first.
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     quiet_libraries()
     try:
         app(standalone_mode=False)

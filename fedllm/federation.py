@@ -25,12 +25,20 @@ FEDLLM = [sys.executable, "-m", "fedllm"]
 class LocalFederation:
     """Starts SuperLink + SuperNodes on enter, stops every process it started on exit."""
 
-    def __init__(self, state: Path, certs: Path, node_configs: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, state: Path, certs: Path, node_configs: list[dict[str, Any]], metrics_port: int = 0
+    ) -> None:
         self.state = state
         self.certs = certs
         self.node_configs = node_configs
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        names = ["superlink", *(f"node-{index + 1}" for index in range(len(node_configs)))]
+        # Exporter ports: SuperLink on metrics_port, node k on metrics_port + k; 0: free ports.
+        self.metrics_ports = {
+            name: metrics_port + index if metrics_port else free_port()
+            for index, name in enumerate(names)
+        }
 
     @property
     def address(self) -> str:
@@ -59,6 +67,26 @@ class LocalFederation:
         """Stop every process this federation started."""
         stop(list(self.processes.values()))
 
+    def metrics_targets(self) -> dict[str, list[str]]:
+        """Exporter addresses per Prometheus job: `superlink` and `supernode`."""
+        addresses = {name: f"127.0.0.1:{port}" for name, port in self.metrics_ports.items()}
+        nodes = [address for name, address in addresses.items() if name != "superlink"]
+        return {"superlink": [addresses["superlink"]], "supernode": nodes}
+
+    def metrics_options(self, name: str) -> list[str]:
+        """Exporter port and metrics directory options of a role command."""
+        directory = self.state / "metrics" / name
+        return ["--metrics-port", str(self.metrics_ports[name]), "--metrics-dir", str(directory)]
+
+    def restart(self, name: str) -> None:
+        """Start a role process that exited again, the way it was first started."""
+        self.processes.pop(name).wait()
+        if name == "superlink":
+            self._start_superlink()
+        else:
+            index = int(name.removeprefix("node-")) - 1
+            self._start_supernode(index, self.node_configs[index])
+
     def dead(self) -> list[str]:
         """Names of started processes that have exited."""
         return [name for name, proc in self.processes.items() if proc.poll() is not None]
@@ -70,6 +98,7 @@ class LocalFederation:
             "--state", str(self.state),
             "--host", "127.0.0.1",
             "--port", str(self.port),
+            *self.metrics_options("superlink"),
         ]  # fmt: skip
         env = flower_env(self.state / "home" / "superlink")
         self.processes["superlink"] = spawn(command, env, self.state / "logs" / "superlink.log")
@@ -100,6 +129,7 @@ class LocalFederation:
             "--superlink", self.address,
             "--node-config", node_config,
             "--runtime-port", str(free_port()),
+            *self.metrics_options(name),
         ]  # fmt: skip
         env = flower_env(self.state / "home" / name)
         self.processes[name] = spawn(command, env, self.state / "logs" / f"{name}.log")

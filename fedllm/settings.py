@@ -61,6 +61,8 @@ class RunSettings(BaseSettings):
     server_momentum: float = Field(0.9, ge=0, lt=1)
     trim_beta: float = Field(0.2, gt=0, lt=0.5)
     num_malicious: int = Field(0, ge=0)
+    max_update_norm: float = Field(0.0, ge=0)
+    keep_checkpoints: int = Field(3, ge=0)
     seed: int = 42
     run_dir: str = "runs/latest"
     resume: bool = False

@@ -9,13 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from fedllm import pki
-from fedllm.errors import FedllmError
 from fedllm.federation import LocalFederation
 from fedllm.preflight import check_certs, check_run
-from fedllm.progress import follow
 from fedllm.settings import RunSettings
-from superlink.checkpoint import guard_fresh
-from superlink.history import write_status
+from fedllm.supervisor import run_job
+from fedllm.telemetry.exporter import check_free
+from fedllm.telemetry.prometheus import local_prometheus, prometheus_binary
+from superlink.checkpoint import guard_fresh, load_last_checkpoint
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,10 +35,23 @@ def up(
     threads: int,
     timeout: float,
     console: Console,
+    metrics_port: int = 0,
+    prometheus_port: int | None = None,
 ) -> dict[str, Any]:
-    """Validate, start the federation, submit the run, follow it, stop everything."""
+    """Validate, start the federation, submit the run, follow it, stop everything.
+
+    Every role serves Prometheus metrics (SuperLink on `metrics_port`, node k on
+    `metrics_port` + k, free ports when 0); with `prometheus_port`, Debian's prometheus
+    scrapes them for as long as the federation runs.
+    """
+    if prometheus_port is not None:
+        prometheus_binary()
+    if metrics_port:
+        check_free("127.0.0.1", range(metrics_port, metrics_port + nodes + 1))
     run_dir = Path(run.run_dir)
-    if not run.resume:
+    if run.resume:
+        load_last_checkpoint(run_dir)  # fails in one line when there is nothing to resume
+    else:
         guard_fresh(run_dir)
     check_run(run, nodes)
     state = run_dir / "state"
@@ -48,17 +61,14 @@ def up(
             pki.generate(certs, [f"node-{index + 1}" for index in range(nodes)])
     check_certs(certs)
     started = time.monotonic()
-    with LocalFederation(state, certs, node_configs(nodes, threads)) as federation:
+    with (
+        LocalFederation(state, certs, node_configs(nodes, threads), metrics_port) as federation,
+        local_prometheus(
+            state / "prometheus", federation.metrics_targets(), prometheus_port, console
+        ),
+    ):
         console.print(f"SuperLink gateway on {federation.address} (mutual TLS), {nodes} SuperNodes")
-        write_status(run_dir, "submitted")
-        run_id = federation.submit(APP_DIR, run.to_run_config())
-        console.print(f"run {run_id} submitted; logs in {state / 'logs'}")
-
-        def check_alive() -> None:
-            if dead := federation.dead():
-                raise FedllmError(f"{', '.join(dead)} exited; see {state / 'logs'}")
-
-        history = follow(run_dir, run.num_server_rounds, console, check_alive, timeout)
+        run_id, history = run_job(federation, run, APP_DIR, console, timeout)
     summary = {
         "run-id": run_id,
         "rounds": run.num_server_rounds,

@@ -41,11 +41,32 @@ def save_checkpoint(
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_safetensors(arrays, tmp / ADAPTER_FILE)
-    write_json(tmp / STATE_FILE, {"round": server_round, "saved-at": time.time(), **state})
+    try:
+        save_safetensors(arrays, tmp / ADAPTER_FILE)
+        write_json(tmp / STATE_FILE, {"round": server_round, "saved-at": time.time(), **state})
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: earlier checkpoints stay
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
+
+
+def prune(run_dir: Path, keep_last: int) -> list[int]:
+    """Delete checkpoints but the newest `keep_last` and the best by centralized accuracy."""
+    rounds = completed_rounds(run_dir)
+    if keep_last <= 0 or len(rounds) <= keep_last:
+        return []
+
+    def accuracy(server_round: int) -> float:
+        state = read_json(checkpoint_dir(run_dir, server_round) / STATE_FILE, {})
+        return float(state.get("metrics", {}).get("centralized", {}).get("accuracy", -1.0))
+
+    keep = set(rounds[-keep_last:]) | {max(rounds, key=accuracy)}
+    removed = [server_round for server_round in rounds if server_round not in keep]
+    for server_round in removed:
+        shutil.rmtree(checkpoint_dir(run_dir, server_round))
+    return removed
 
 
 def completed_rounds(run_dir: Path) -> list[int]:

@@ -1,11 +1,14 @@
 """Per-round metrics as the ServerApp sees them, mirrored to `history.json`."""
 
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
 from flwr.app import MetricRecord, RecordDict
+from flwr.common.logger import log
 
 from superlink.checkpoint import read_json, write_json
+from superlink.update_guard import RoundLedger
 
 HISTORY_FILE = "history.json"
 STATUS_FILE = "status.json"
@@ -40,6 +43,20 @@ class History:
         self.pending["nodes-replied"] = len(replies)
         self.pending["train-examples"] = sum(
             next(iter(reply.metric_records.values()))["num-examples"] for reply in replies
+        )
+
+    def on_round(self, server_round: int, ledger: RoundLedger) -> None:
+        """Update guard hook: participation and rejected updates of the current round."""
+        for node_id, reason in ledger.rejected:
+            log(
+                WARNING, "round %s: update from node %s rejected: %s", server_round, node_id, reason
+            )
+        self.pending.update(
+            {
+                "nodes-sampled": ledger.sampled,
+                "nodes-failed": ledger.failed,
+                "updates-rejected": len(ledger.rejected),
+            }
         )
 
     def on_evaluate(self, replies: list[RecordDict], aggregated: MetricRecord) -> None:

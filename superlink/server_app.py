@@ -15,7 +15,16 @@ from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
 from fedllm.partition import server_holdout
 from fedllm.settings import RunSettings, from_flower_config
-from superlink.checkpoint import guard_fresh, load_last_checkpoint, save_checkpoint, write_json
+from fedllm.telemetry.grid import MeteredGrid
+from fedllm.telemetry.rounds import RunTelemetry
+from fedllm.telemetry.sampler import watch_memory
+from superlink.checkpoint import (
+    guard_fresh,
+    load_last_checkpoint,
+    prune,
+    save_checkpoint,
+    write_json,
+)
 from superlink.history import History, write_status
 from superlink.plot import plot_history
 from superlink.strategy import make_strategy
@@ -24,21 +33,26 @@ app = ServerApp()
 
 
 @app.main()
+@watch_memory("serverapp")
 def main(grid: Grid, context: Context) -> None:
     """Run the configured strategy; record status so watchers learn how the run ended."""
     run = from_flower_config(RunSettings, context.run_config)
     run_dir = Path(run.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    telemetry = RunTelemetry(context.run_id, run.strategy, run.num_server_rounds)
     write_status(run_dir, "running", run_id=context.run_id)
+    telemetry.state("running")
     try:
-        federate(grid, run, run_dir)
+        federate(MeteredGrid(grid, context.run_id), run, run_dir, telemetry)
     except Exception as err:
         write_status(run_dir, "failed", run_id=context.run_id, error=str(err).splitlines()[0])
+        telemetry.state("failed")
         raise
     write_status(run_dir, "finished", run_id=context.run_id)
+    telemetry.state("finished")
 
 
-def federate(grid: Grid, run: RunSettings, run_dir: Path) -> None:
+def federate(grid: Grid, run: RunSettings, run_dir: Path, telemetry: RunTelemetry) -> None:
     """Train for the remaining rounds, then save the final adapter."""
     device = pick_device()
     tokenizer = load_tokenizer(run.model)
@@ -53,8 +67,9 @@ def federate(grid: Grid, run: RunSettings, run_dir: Path) -> None:
     else:
         guard_fresh(run_dir)
     write_json(run_dir / "run.json", run.model_dump())
+    telemetry.begin(done)
     history = History(run_dir)
-    strategy = make_strategy(run, history.on_train, history.on_evaluate)
+    strategy = make_strategy(run, history.on_train, history.on_evaluate, history.on_round)
     started = time.monotonic()
 
     def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -64,9 +79,11 @@ def federate(grid: Grid, run: RunSettings, run_dir: Path) -> None:
         metrics = evaluate(model, holdout, device)
         entry = {"centralized": metrics, "elapsed-seconds": time.monotonic() - started}
         record = history.close_round(done + server_round, entry)
+        telemetry.closed(record)
         if server_round > 0:
             state = {"metrics": record, "config": run.model_dump()}
             save_checkpoint(run_dir, done + server_round, arrays, state)
+            prune(run_dir, run.keep_checkpoints)
         return MetricRecord(metrics)
 
     remaining = run.num_server_rounds - done
@@ -80,7 +97,8 @@ def federate(grid: Grid, run: RunSettings, run_dir: Path) -> None:
             train_config=ConfigRecord({"lr": run.lr}),
             evaluate_fn=evaluate_and_checkpoint,
         )
-        arrays = result.arrays
+        # Result.arrays stays empty when no round produced an aggregate.
+        arrays = result.arrays if len(result.arrays) else initial
     load_arrays(model, arrays)
     save_final(model, tokenizer, run_dir / "final")
     plot_history(history.rounds, run_dir / "history.png")

@@ -19,6 +19,7 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedllm.settings import RunSettings
+from superlink.update_guard import RoundLedger, UpdateGuard, guarded
 
 MetricsHook = Callable[[list[RecordDict], MetricRecord], None]
 
@@ -66,9 +67,14 @@ def recording(hook: MetricsHook) -> Callable[[list[RecordDict], str], MetricReco
     return aggregate
 
 
-def make_strategy(run: RunSettings, on_train: MetricsHook, on_evaluate: MetricsHook) -> FedAvg:
-    """The configured `flwr.serverapp.strategy` instance, reporting metrics to the hooks."""
-    return CLASSES[run.strategy](
+def make_strategy(
+    run: RunSettings,
+    on_train: MetricsHook,
+    on_evaluate: MetricsHook,
+    on_round: Callable[[int, RoundLedger], None],
+) -> UpdateGuard:
+    """The configured `flwr.serverapp.strategy`, guarded, reporting metrics to the hooks."""
+    strategy = guarded(CLASSES[run.strategy])(
         fraction_train=run.fraction_train,
         fraction_evaluate=run.fraction_evaluate,
         min_train_nodes=run.min_nodes,
@@ -78,3 +84,7 @@ def make_strategy(run: RunSettings, on_train: MetricsHook, on_evaluate: MetricsH
         evaluate_metrics_aggr_fn=recording(on_evaluate),
         **strategy_options(run),
     )
+    assert isinstance(strategy, UpdateGuard)
+    strategy.max_update_norm = run.max_update_norm
+    strategy.on_round = on_round
+    return strategy

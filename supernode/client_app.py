@@ -6,6 +6,8 @@ from flwr.clientapp import ClientApp
 from fedllm.adapter import load_arrays, to_arrays
 from fedllm.batches import make_loader
 from fedllm.evaluate import evaluate
+from fedllm.telemetry.sampler import watch_memory
+from fedllm.telemetry.training import record_training
 from supernode.site import open_site
 from supernode.train import train
 
@@ -13,6 +15,7 @@ app = ClientApp()
 
 
 @app.train()
+@watch_memory("clientapp")
 def train_round(msg: Message, context: Context) -> Message:
     """Train the received adapter locally; reply with the adapter and training metrics."""
     site = open_site(context)
@@ -36,12 +39,15 @@ def train_round(msg: Message, context: Context) -> Message:
         max_steps=site.run.local_steps,
         proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
     )
+    examples = {"train": len(site.train), "validation": len(site.val)}
+    record_training(context.run_id, server_round, stats, examples)
     metrics = {**stats.metrics(), "num-examples": len(site.train)}
     reply = RecordDict({"arrays": to_arrays(site.model), "metrics": MetricRecord(metrics)})
     return Message(content=reply, reply_to=msg)
 
 
 @app.evaluate()
+@watch_memory("clientapp")
 def evaluate_round(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on the node's validation split."""
     site = open_site(context)

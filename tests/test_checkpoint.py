@@ -1,3 +1,4 @@
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from superlink.checkpoint import (
     completed_rounds,
     guard_fresh,
     load_last_checkpoint,
+    prune,
     read_json,
     save_checkpoint,
 )
@@ -41,3 +43,30 @@ def test_fresh_runs_never_overwrite_checkpoints(tmp_path: Path) -> None:
 def test_nothing_to_resume(tmp_path: Path) -> None:
     with pytest.raises(FedllmError, match="nothing to resume"):
         load_last_checkpoint(tmp_path)
+
+
+def test_prune_keeps_the_newest_and_the_best(tmp_path: Path) -> None:
+    accuracies = {1: 0.6, 2: 0.9, 3: 0.7, 4: 0.75, 5: 0.8}
+    for server_round, accuracy in accuracies.items():
+        state = {"metrics": {"centralized": {"accuracy": accuracy}}}
+        save_checkpoint(tmp_path, server_round, arrays(server_round), state)
+    assert prune(tmp_path, keep_last=2) == [1, 3]
+    assert completed_rounds(tmp_path) == [2, 4, 5]
+    assert prune(tmp_path, keep_last=0) == []
+
+
+def test_a_full_disk_leaves_earlier_checkpoints_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_checkpoint(tmp_path, 1, arrays(1.0), {})
+    before = (checkpoint_dir(tmp_path, 1) / "adapter.safetensors").read_bytes()
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("superlink.checkpoint.save_safetensors", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, 2, arrays(2.0), {})
+    assert completed_rounds(tmp_path) == [1]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["round-1"]
+    assert (checkpoint_dir(tmp_path, 1) / "adapter.safetensors").read_bytes() == before

@@ -1,0 +1,72 @@
+"""App processes record their own memory: RSS, peak RSS and, on CUDA, GPU memory."""
+
+import inspect
+
+import pytest
+import torch
+from prometheus_client import REGISTRY
+
+from fedllm.telemetry.gpu import record_gpu
+from fedllm.telemetry.sampler import watch_memory
+
+MIB = 2**20
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_a_watched_function_records_memory_when_it_returns() -> None:
+    @watch_memory("test-app", interval=3600)
+    def handler(size: int) -> int:
+        """Allocate and touch `size` MiB."""
+        block = bytearray(size * MIB)
+        return len(block)
+
+    assert handler.__name__ == "handler"
+    assert list(inspect.signature(handler).parameters) == ["size"]
+    handler(64)
+    rss = value("fedllm_process_resident_memory_bytes", process="test-app")
+    peak = value("fedllm_process_peak_resident_memory_bytes", process="test-app")
+    assert rss is not None and peak is not None
+    assert rss > 10 * MIB
+    assert peak >= rss + 60 * MIB  # the freed block still counts in the peak
+
+
+def test_memory_is_recorded_when_the_function_fails() -> None:
+    @watch_memory("failing-app", interval=3600)
+    def handler() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        handler()
+    assert value("fedllm_process_resident_memory_bytes", process="failing-app") is not None
+
+
+def test_no_gpu_series_before_cuda_is_used() -> None:
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA is in use in this process")
+    record_gpu("cpu-app")
+    assert value("fedllm_gpu_memory_total_bytes", process="cpu-app", device="0") is None
+
+
+def test_gpu_memory_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda's figures per device, faked here on a CPU machine."""
+
+    class Properties:
+        total_memory = 80 * 2**30
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(cuda, "memory_allocated", lambda index: 100 + index)
+    monkeypatch.setattr(cuda, "memory_reserved", lambda index: 200 + index)
+    monkeypatch.setattr(cuda, "max_memory_allocated", lambda index: 300 + index)
+    monkeypatch.setattr(cuda, "get_device_properties", lambda index: Properties())
+    record_gpu("gpu-app")
+    for device in ("0", "1"):
+        labels = {"process": "gpu-app", "device": device}
+        assert value("fedllm_gpu_memory_allocated_bytes", **labels) == 100 + int(device)
+        assert value("fedllm_gpu_memory_reserved_bytes", **labels) == 200 + int(device)
+        assert value("fedllm_gpu_memory_peak_allocated_bytes", **labels) == 300 + int(device)
+        assert value("fedllm_gpu_memory_total_bytes", **labels) == 80 * 2**30
