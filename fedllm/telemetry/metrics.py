@@ -35,6 +35,9 @@ LAST_PROGRESS = gauge(
 )
 ROUND_CURRENT = gauge("fedllm_round_current", "Round in progress (the last once done).", ROUND)
 ROUNDS_COMPLETED = Counter("fedllm_rounds_completed", "Rounds completed by the run.", ROUND)
+UPDATES_REJECTED = Counter(
+    "fedllm_updates_rejected", "Node updates dropped before aggregation (invalid).", ROUND
+)
 ROUND_DURATION = Histogram(
     "fedllm_round_duration_seconds",
     "Wall time of a round: training, federated and centralized evaluation.",
