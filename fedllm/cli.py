@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedllm.errors import FedllmError
+from fedllm.errors import FedllmError, Terminated, raise_terminated
 from fedllm.settings import RunSettings, build
 
 app = typer.Typer(
@@ -74,6 +75,7 @@ def up_command(
     """Start a SuperLink and NODES SuperNodes on loopback TLS, run, and stop them all."""
     from fedllm.up import up
 
+    signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
              "strategy": strategy, "resume": resume or None}  # fmt: skip
     values = {key: value for key, value in given.items() if value is not None}
@@ -207,6 +209,9 @@ def main() -> None:
     except FedllmError as err:
         print(f"fedllm: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Terminated:
+        print("fedllm: stopped by SIGTERM; every started process was stopped", file=sys.stderr)
+        sys.exit(0)
     except click.exceptions.Abort:
         print("fedllm: aborted", file=sys.stderr)
         sys.exit(130)

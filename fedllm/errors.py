@@ -3,3 +3,12 @@
 
 class FedllmError(Exception):
     """A problem with the user's input or environment, reported as one line."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: unwind, stopping what was started, and exit 0."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """Signal handler turning SIGTERM into `Terminated`."""
+    raise Terminated

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 # Nothing leaves a site but the adapter: no telemetry, no update checks.
 QUIET_FLOWER = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
@@ -42,7 +44,12 @@ def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 def stop(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
-    """SIGTERM each process group (Flower's children included), SIGKILL what remains."""
+    """SIGTERM each process group, SIGKILL what remains, descendants in other groups included.
+
+    Flower's apps may outlive a SIGTERM'd parent (a ServerApp busy evaluating): every
+    descendant seen before signalling is killed at the end.
+    """
+    descendants = [child for process in processes for child in _descendants(process.pid)]
     for process in processes:
         _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -51,6 +58,16 @@ def stop(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         _signal_group(process, signal.SIGKILL)
         process.wait()
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -58,7 +58,7 @@ def serve(certs: Path, state: Path, host: str, port: int, names: tuple[str, ...]
     try:
         supervise(children, certs / "ca.crl", stopping)
     finally:
-        stop(list(children.values()))
+        stop(list(children.values()), grace=5.0)  # within the 10 s its own supervisor allows
 
 
 def supervise(children: dict[str, subprocess.Popen[bytes]], crl: Path, stopping: list[int]) -> None:

@@ -86,3 +86,27 @@ def test_a_killed_superlink_is_restarted_and_the_run_resumed(
     assert [row["round"] for row in history] == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert (run_dir / "final" / "adapter_config.json").is_file()
+
+
+def test_sigterm_stops_everything_and_exits_zero(
+    demo_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    up = start_up(run_dir, demo_assets, nodes=2)
+    wait_for_round(run_dir, 1, up)
+    checkpoint = (run_dir / "checkpoints/round-1/adapter.safetensors").read_bytes()
+    up.send_signal(signal.SIGTERM)
+    output = up.communicate(timeout=60)[0]
+    assert up.returncode == 0, output
+    assert "stopped by SIGTERM" in output
+    assert (run_dir / "checkpoints/round-1/adapter.safetensors").read_bytes() == checkpoint
+    leftovers = [pid for pid in Path("/proc").iterdir() if pid.name.isdigit()
+                 and str(run_dir) in _cmdline(pid)]  # fmt: skip
+    assert leftovers == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
