@@ -1,32 +1,11 @@
 """Bad input: one line on stderr, a non-zero exit, nothing started or overwritten."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-
-def fedllm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedllm", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fedllm: error:")
-    for needle in needles:
-        assert needle in lines[0]
+from tests.cli import assert_one_line_error, fedllm
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +12,9 @@ from peft import PeftModel
 from fedllm.adapter import load_arrays, load_safetensors
 from fedllm.model import build_model, load_base, load_tokenizer, pick_device
 from fedllm.settings import RunSettings
+from tests.cli import fedllm
 
 pytestmark = pytest.mark.integration
-FEDLLM = [sys.executable, "-m", "fedllm"]
-
-
-def fedllm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FEDLLM, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -2,11 +2,11 @@
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import fedllm
 from tests.pki import expired, generate
 
 
@@ -18,12 +18,6 @@ def fingerprint(pki: Path) -> dict[str, str]:
     }
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedllm", *args], capture_output=True, text=True, timeout=60
-    )
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     pki = generate(tmp_path / "pki", "node-1")
@@ -32,12 +26,12 @@ def pki(tmp_path: Path) -> Path:
 
 
 def superlink(pki: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return run("superlink", "--certs", str(pki), "--state", str(tmp_path / "state"),
+    return fedllm("superlink", "--certs", str(pki), "--state", str(tmp_path / "state"),
                "--host", "127.0.0.1", "--port", "1")  # fmt: skip
 
 
 def supernode(pki: Path, name: str) -> subprocess.CompletedProcess[str]:
-    return run("supernode", "--certs", str(pki), "--name", name, "--superlink", "127.0.0.1:1")
+    return fedllm("supernode", "--certs", str(pki), "--name", name, "--superlink", "127.0.0.1:1")
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from fedllm.telemetry.exporter import build_registry
+from tests.cli import assert_one_line_error, fedllm
 
 # What a ClientApp child records: one training pass, then its memory.
 CHILD = """
@@ -100,31 +101,12 @@ def test_host_memory_and_certificate_expiry(tmp_path: Path) -> None:
     assert 10 * 86400 - 60 < expiry.value <= 10 * 86400
 
 
-def fedllm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedllm", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield int(sock.getsockname()[1])
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fedllm: error:")
-    assert needle in lines[0]
 
 
 def test_role_exporter_on_a_taken_port(taken_port: int, tmp_path: Path) -> None:
