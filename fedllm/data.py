@@ -19,6 +19,10 @@ def is_local(source: str) -> bool:
 def read_table(path: str | Path) -> Dataset:
     """Read a `text`,`label` file; labels must be 0 or 1."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise FedllmError(
+            f"data file {file} is a directory: name one .parquet, .csv or .jsonl file"
+        )
     if not file.is_file():
         raise FedllmError(f"data file not found: {file}")
     try:

@@ -17,6 +17,8 @@ def check_run(run: RunSettings, nodes: int) -> None:
         raise FedllmError(
             f"invalid setting 'min-nodes': {run.min_nodes} exceeds the {nodes} nodes started"
         )
+    if Path(run.model).is_dir() and not (Path(run.model) / "config.json").is_file():
+        raise FedllmError(f"model directory {run.model} has no config.json")
     try:
         AutoConfig.from_pretrained(run.model)
     except (OSError, ValueError) as err:

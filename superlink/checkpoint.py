@@ -84,7 +84,13 @@ def load_last_checkpoint(run_dir: Path) -> tuple[int, ArrayRecord]:
     rounds = completed_rounds(run_dir)
     if not rounds:
         raise FedllmError(f"nothing to resume: {run_dir} has no complete checkpoint")
-    return rounds[-1], load_safetensors(checkpoint_dir(run_dir, rounds[-1]) / ADAPTER_FILE)
+    adapter = checkpoint_dir(run_dir, rounds[-1]) / ADAPTER_FILE
+    try:
+        return rounds[-1], load_safetensors(adapter)
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise FedllmError(
+            f"checkpoint {adapter} cannot be read ({err}); nothing was changed"
+        ) from None
 
 
 def guard_fresh(run_dir: Path) -> None:

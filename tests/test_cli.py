@@ -52,3 +52,44 @@ def test_unknown_set_key_and_bad_option(local: list[str]) -> None:
 
 def test_predict_without_a_finished_run(tmp_path: Path) -> None:
     assert_one_line_error(fedllm("predict", "--run-dir", str(tmp_path), "text"), "final adapter")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "cannot be read"),
+        (b"text,label\n\xff\xfe bad bytes,1\n", "cannot be read"),
+        (None, "is a directory"),
+    ],
+    ids=["empty-file", "not-utf8", "directory"],
+)
+def test_unreadable_data_files(
+    local: list[str], tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "reviews.csv"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert_one_line_error(fedllm("up", *local, "--dataset", str(path)), message)
+
+
+def test_model_directory_without_config(demo_assets: tuple[Path, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "model"
+    empty.mkdir()
+    result = fedllm("up", "--model", str(empty), "--dataset", str(demo_assets[1]),
+                    "--run-dir", str(tmp_path / "run"))  # fmt: skip
+    assert_one_line_error(result, "has no config.json")
+
+
+def test_truncated_checkpoint_is_refused_and_left_alone(
+    local: list[str], demo_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "run" / "checkpoints" / "round-1"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text('{"round": 1}')
+    (checkpoint / "adapter.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    before = (checkpoint / "adapter.safetensors").read_bytes()
+    result = fedllm("up", *local, "--dataset", str(demo_assets[1]), "--resume")
+    assert_one_line_error(result, "cannot be read")
+    assert (checkpoint / "adapter.safetensors").read_bytes() == before
