@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from fedllm.errors import FedllmError
 from fedllm.model import load_base, load_tokenizer
@@ -12,7 +13,7 @@ from fedllm.model import load_base, load_tokenizer
 LABELS = ("negative", "positive")
 
 
-def load_classifier(run_dir: Path) -> tuple[PeftModel, object, int]:
+def load_classifier(run_dir: Path) -> tuple[PeftModel, PreTrainedTokenizerBase, int]:
     """Base model + the run's final adapter, its tokenizer and max length."""
     final = run_dir / "final"
     if not (final / "adapter_config.json").is_file():
@@ -31,7 +32,7 @@ def predict(run_dir: Path, texts: list[str], batch_size: int = 16) -> list[tuple
     model, tokenizer, max_length = load_classifier(run_dir)
     results: list[tuple[str, float]] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(  # type: ignore[operator]
+        batch = tokenizer(
             texts[start : start + batch_size],
             truncation=True,
             max_length=max_length,

@@ -4,7 +4,7 @@ import shutil
 import time
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
@@ -94,7 +94,6 @@ def federate(grid: Grid, run: RunSettings, run_dir: Path, telemetry: RunTelemetr
             initial_arrays=initial,
             num_rounds=remaining,
             timeout=run.round_timeout,
-            train_config=ConfigRecord({"lr": run.lr}),
             evaluate_fn=evaluate_and_checkpoint,
         )
         # Result.arrays stays empty when no round produced an aggregate.
