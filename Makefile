@@ -9,7 +9,7 @@ ROUNDS ?= 3
 MODEL ?= $(DEMO)/model
 DATASET ?= $(DEMO)/reviews.parquet
 
-.PHONY: run test lint system bench-quality
+.PHONY: run test test-containers lint system bench-quality
 
 system:
 	scripts/system-deps.sh
@@ -36,6 +36,11 @@ lint: $(BIN)/.installed
 test: lint
 	scripts/system-deps.sh prometheus
 	$(BIN)/pytest
+
+# Real containers: Docker engine, images from a local base, `docker compose up` of a federation.
+test-containers: $(BIN)/.installed
+	scripts/container-images.sh
+	$(BIN)/pytest -m containers tests/containers -s
 
 bench-quality: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'

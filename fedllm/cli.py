@@ -4,6 +4,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,6 +88,56 @@ def up_command(
         run, nodes, certs.resolve() if certs else None, threads, timeout, console,
         metrics_port=metrics_port, prometheus_port=prometheus_port if prometheus else None,
     )  # fmt: skip
+
+
+@app.command("submit")
+def submit_command(
+    certs: Annotated[Path, typer.Option(help="Directory with ca.crt, operator.crt/.key.")],
+    superlink: Annotated[str, typer.Option(help="SuperLink gateway HOST:PORT.")],
+    run_dir: Annotated[Path, typer.Option(help="Run directory the SuperLink writes to.")],
+    rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds.")] = None,
+    model: Annotated[str | None, typer.Option(help="Hub id or model directory.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Hub id or data file.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the run directory's last checkpoint, if any.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86400.0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any run setting, KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Submit a run to a SuperLink, follow it, and resubmit it if the SuperLink restarts."""
+    from fedllm.certcheck import check_certificate
+    from fedllm.operator import Operator
+    from fedllm.submit import run_remote_job
+    from fedllm.up import APP_DIR, print_summary
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
+             "strategy": strategy, "resume": resume or None}  # fmt: skip
+    values = {key: value for key, value in given.items() if value is not None}
+    values |= parse_sets(set_ or [])
+    values["run_dir"] = str(run_dir.resolve())
+    run = build(RunSettings, **values)
+    check_certificate(certs / "operator.crt", certs / "operator.key", certs / "ca.crt", "client")
+    home = Path(tempfile.mkdtemp(prefix="fedllm-operator-"))
+    operator = Operator(superlink, certs.resolve(), home)
+    started = time.monotonic()
+    run_id, history = run_remote_job(operator, run, APP_DIR, console, timeout)
+    print_summary(run, run_id, history, time.monotonic() - started, console)
+
+
+@app.command("pki")
+def pki_command(
+    target: Annotated[Path, typer.Argument(help="PKI directory (created if empty).")],
+    nodes: Annotated[list[str], typer.Argument(help="SuperNode names that need a certificate.")],
+) -> None:
+    """Create the federation's PKI, or issue certificates for nodes that have none yet."""
+    from fedllm.pki import ensure
+
+    for line in ensure(target, nodes):
+        console.print(line)
 
 
 @app.command("superlink")

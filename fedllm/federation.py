@@ -14,9 +14,9 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import tomli_w
 
 from fedllm.errors import FedllmError
+from fedllm.operator import Operator
 from fedllm.processes import flower_env, free_port, spawn, stop
 
 FEDLLM = [sys.executable, "-m", "fedllm"]
@@ -134,24 +134,10 @@ class LocalFederation:
         env = flower_env(self.state / "home" / name)
         self.processes[name] = spawn(command, env, self.state / "logs" / f"{name}.log")
 
+    def operator(self) -> Operator:
+        """The operator's Control API client for this federation."""
+        return Operator(self.address, self.certs, self.state / "home" / "operator")
+
     def submit(self, app_dir: Path, run_config: dict[str, Any]) -> int:
         """`flwr run` the app with `run_config`; return the run id."""
-        home = self.state / "home" / "operator"
-        home.mkdir(parents=True, exist_ok=True)
-        connection = {"address": self.address, "root-certificates": str(self.certs / "ca.crt")}
-        flower_config = {"superlink": {"default": "local", "local": connection}}
-        (home / "config.toml").write_text(tomli_w.dumps(flower_config))
-        config_file = self.state / "run-config.toml"
-        config_file.write_text(tomli_w.dumps(run_config))
-        command = [*FEDLLM, "flwr", "--certs", str(self.certs), "run", str(app_dir), "local"]
-        command += ["--run-config", str(config_file), "--format", "json"]
-        result = subprocess.run(
-            command, env=flower_env(home), capture_output=True, text=True, check=False
-        )
-        try:
-            reply = json.loads(result.stdout)
-            return int(reply["run-id"])
-        except (ValueError, KeyError, TypeError):
-            detail = (result.stdout + result.stderr).strip().splitlines()
-            last = detail[-1] if detail else result.returncode
-            raise FedllmError(f"flwr run failed: {last}") from None
+        return self.operator().submit(app_dir, run_config)

@@ -69,14 +69,23 @@ def up(
     ):
         console.print(f"SuperLink gateway on {federation.address} (mutual TLS), {nodes} SuperNodes")
         run_id, history = run_job(federation, run, APP_DIR, console, timeout)
+    return print_summary(run, run_id, history, time.monotonic() - started, console)
+
+
+def print_summary(
+    run: RunSettings, run_id: int, history: list[dict[str, Any]], seconds: float, console: Console
+) -> dict[str, Any]:
+    """The finished run as a table: id, final accuracy and F1, where the adapter is."""
+    run_dir = Path(run.run_dir)
+    final = history[-1].get("centralized", {}) if history else {}
     summary = {
         "run-id": run_id,
         "rounds": run.num_server_rounds,
-        "final-accuracy": history[-1].get("centralized", {}).get("accuracy"),
-        "final-f1": history[-1].get("centralized", {}).get("f1"),
+        "final-accuracy": final.get("accuracy"),
+        "final-f1": final.get("f1"),
         "adapter": str(run_dir / "final"),
         "run-dir": str(run_dir),
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(seconds, 1),
     }
     table = Table(title="fedllm run finished", show_header=False)
     for key, value in summary.items():

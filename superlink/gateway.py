@@ -40,5 +40,21 @@ def render_config(state: Path, certs: Path, listen: str, upstream_port: int) -> 
 
 
 def nginx_command(config: Path) -> list[str]:
-    """nginx in the foreground with our config and prefix."""
-    return [nginx_binary(), "-c", str(config), "-p", str(config.parent), "-g", "daemon off;"]
+    """nginx in the foreground with our config, prefix and startup error log.
+
+    `-e` keeps nginx from opening /var/log/nginx before it reads the config, which a
+    non-root user or a read-only root filesystem does not allow.
+    """
+    prefix = config.parent
+    error_log = str(prefix / "gateway-error.log")
+    return [
+        nginx_binary(),
+        "-c",
+        str(config),
+        "-p",
+        str(prefix),
+        "-e",
+        error_log,
+        "-g",
+        "daemon off;",
+    ]
