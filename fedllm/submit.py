@@ -29,9 +29,13 @@ class RunEnded(Exception):
 
 
 def watch_run(
-    operator: Operator, run_id: int, console: Console, every: float = 5.0
+    operator: Operator, run_id: int, run_dir: Path, console: Console, every: float = 10.0
 ) -> Callable[[], None]:
-    """A liveness check for `follow`: asks the SuperLink for the run's status now and then."""
+    """A liveness check for `follow`: asks the SuperLink for the run's status now and then.
+
+    Flower calls a run finished once its ServerApp exits; only a run whose ServerApp did
+    not record the job as finished first has ended early.
+    """
     last = 0.0
 
     def check() -> None:
@@ -44,7 +48,8 @@ def watch_run(
         except FedllmError as err:
             console.print(f"SuperLink unreachable ({err}); waiting")
             return
-        if status.startswith("finished"):
+        recorded = read_status(run_dir).get("state") in ("finished", "failed")
+        if status.startswith("finished") and not recorded:
             raise RunEnded(status)
 
     return check
@@ -83,7 +88,7 @@ def run_remote_job(
         console.print(f"run {run_id} submitted to {operator.address}")
         try:
             remaining = max(1.0, deadline - time.monotonic())
-            check = watch_run(operator, run_id, console)
+            check = watch_run(operator, run_id, run_dir, console)
             return run_id, follow(run_dir, run.num_server_rounds, console, check, remaining)
         except RunEnded as ended:
             done = completed_rounds(run_dir)

@@ -114,9 +114,13 @@ def test_a_remote_site_joins_with_its_own_key_and_data(
     site_certs, site_data = tmp_path / "site-certs", tmp_path / "site-data"
     # The site makes its key and request; the key never leaves its directory.
     run("bash", "certs/site-request.sh", str(site_certs), "site-a")
+    outbox = tmp_path / "request"  # what the site sends to the CA: the request alone
+    outbox.mkdir()
+    shutil.copy(site_certs / "site-a.csr", outbox / "site-a.csr")
+    (outbox / "site-a.csr").chmod(0o644)
     sign = ["/app/certs/sign-csr.sh", "/certs", "/request/site-a.csr", "site-a", "/certs"]
     run(DOCKER, "run", "--rm", "--entrypoint", "bash", "-v", f"{PROJECT}_certs:/certs",
-        "-v", f"{site_certs}:/request:ro", IMAGE, *sign)  # fmt: skip
+        "-v", f"{outbox}:/request:ro", IMAGE, *sign)  # fmt: skip
     (site_certs / "site-a.crt").write_bytes(volume_file(f"{PROJECT}_certs", "site-a.crt"))
     (site_certs / "ca.crt").write_bytes(volume_file(f"{PROJECT}_certs", "ca.crt"))
     for path in (site_certs, *site_certs.iterdir()):
@@ -141,6 +145,34 @@ def test_a_remote_site_joins_with_its_own_key_and_data(
         time.sleep(3)
 
 
+KILL_SUPERLINK = """
+import psutil
+for proc in psutil.process_iter(["cmdline"]):
+    if any(arg.endswith("bin/flower-superlink") for arg in proc.info["cmdline"] or []):
+        proc.kill()
+"""
+
+
+def history_rounds() -> list[int]:
+    command = [DOCKER, "run", "--rm", "--entrypoint", "cat", "-v", f"{PROJECT}_runs:/v:ro", IMAGE]
+    result = subprocess.run([*command, "/v/federation/history.json"], capture_output=True)
+    return [row["round"] for row in json.loads(result.stdout or b"[]")]
+
+
+def test_a_killed_superlink_is_restarted_and_the_job_resumed(federation: dict[str, str]) -> None:
+    deadline = time.monotonic() + 600
+    while 1 not in history_rounds():
+        assert time.monotonic() < deadline, compose(federation, "logs", "--no-color", "submit")
+        time.sleep(5)
+    container = compose(federation, "ps", "-q", "superlink").strip()
+    run(DOCKER, "exec", container, "python3", "-c", KILL_SUPERLINK)
+    # `fedllm superlink` exits when its SuperLink dies; the restart policy brings it back.
+    deadline = time.monotonic() + 120
+    while run(DOCKER, "inspect", "-f", "{{.RestartCount}}", container).strip() == "0":
+        assert time.monotonic() < deadline, "the SuperLink container was not restarted"
+        time.sleep(2)
+
+
 def test_the_run_completes_every_round_with_every_node(federation: dict[str, str]) -> None:
     container = compose(federation, "ps", "-q", "submit").strip()
     status = run(DOCKER, "wait", container).strip()
@@ -149,6 +181,7 @@ def test_the_run_completes_every_round_with_every_node(federation: dict[str, str
     assert status == "0", logs
     for server_round in range(1, ROUNDS + 1):
         assert f"round {server_round}/{ROUNDS}" in logs
+    assert "resubmitting from round 1" in logs
     history = json.loads(volume_file(f"{PROJECT}_runs", "federation/history.json"))
     assert [row["round"] for row in history] == list(range(ROUNDS + 1))
     assert all(row["nodes-replied"] == 3 for row in history[1:]), history
