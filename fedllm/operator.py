@@ -61,8 +61,10 @@ class Operator:
             reply = json.loads(result.stdout)
         except ValueError:
             reply = None
-        if not isinstance(reply, dict) or not reply.get("success", False):
-            detail = (result.stdout + result.stderr).strip().splitlines()
-            last = detail[-1] if detail else f"exit status {result.returncode}"
-            raise FedllmError(f"flwr {args[0]} failed: {last}")
-        return reply
+        if isinstance(reply, dict) and reply.get("success", False):
+            return reply
+        # Flower's JSON error reply carries the message; otherwise the last output line.
+        message = reply.get("error-message", "") if isinstance(reply, dict) else ""
+        lines = [line for line in (message or result.stdout + result.stderr).splitlines() if line]
+        last = lines[-1].strip() if lines else f"exit status {result.returncode}"
+        raise FedllmError(f"flwr {args[0]} failed: {last}")
