@@ -33,7 +33,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# Pinned hadolint, kubectl (kustomize), Kubernetes schemas, docker-compose: static deploy checks.
+$(BIN)/.deploy-tools: scripts/deploy-tools.sh $(BIN)/.installed
+	VENV=$(VENV) scripts/deploy-tools.sh
+	touch $@
+
+test: lint $(BIN)/.deploy-tools
 	scripts/system-deps.sh prometheus
 	$(BIN)/pytest
 
