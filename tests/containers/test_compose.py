@@ -37,7 +37,7 @@ ROUNDS = 2
 
 def run(*command: str, env: dict[str, str] | None = None, check: bool = True) -> str:
     result = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=1200
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} -> {result.returncode}\n{result.stderr}")
@@ -100,6 +100,10 @@ def federation(env: dict[str, str]) -> Iterator[dict[str, str]]:
     finally:
         print(compose(env, "logs", "--no-color", "--tail=40", "submit", check=False))
         site_env = {**env, "FEDLLM_SITE_NAME": "-", "FEDLLM_SUPERLINK": "-"}
+        if os.environ.get("FEDLLM_TEST_LOGS"):  # everything else, when debugging a failure
+            print(compose(env, "logs", "--no-color", "--tail=60", check=False))
+            print(run(COMPOSE_V1, "-p", SITE_PROJECT, "-f", "compose.site.yaml", "logs",
+                      "--no-color", "--tail=60", env=site_env, check=False))  # fmt: skip
         run(COMPOSE_V1, "-p", SITE_PROJECT, "-f", "compose.site.yaml", "down", "-v",
             env=site_env, check=False)  # fmt: skip
         compose(env, "down", "-v", "--remove-orphans", check=False)
