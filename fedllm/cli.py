@@ -46,6 +46,14 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
+def run_settings(given: dict[str, Any], sets: list[str], run_dir: Path) -> RunSettings:
+    """Settings from env/.env, then the flags that were given, then `--set` pairs."""
+    values = {key: value for key, value in given.items() if value is not None}
+    values |= parse_sets(sets)
+    values["run_dir"] = str(run_dir.resolve())
+    return build(RunSettings, **values)
+
+
 @app.command("up")
 def up_command(
     nodes: Annotated[int, typer.Option(min=1, help="SuperNodes to start.")] = 3,
@@ -79,11 +87,8 @@ def up_command(
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
              "strategy": strategy, "resume": resume or None}  # fmt: skip
-    values = {key: value for key, value in given.items() if value is not None}
-    values |= parse_sets(set_ or [])
     default_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    values["run_dir"] = str((run_dir or default_dir).resolve())
-    run = build(RunSettings, **values)
+    run = run_settings(given, set_ or [], run_dir or default_dir)
     up(
         run, nodes, certs.resolve() if certs else None, threads, timeout, console,
         metrics_port=metrics_port, prometheus_port=prometheus_port if prometheus else None,
@@ -116,10 +121,7 @@ def submit_command(
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
              "strategy": strategy, "resume": resume or None}  # fmt: skip
-    values = {key: value for key, value in given.items() if value is not None}
-    values |= parse_sets(set_ or [])
-    values["run_dir"] = str(run_dir.resolve())
-    run = build(RunSettings, **values)
+    run = run_settings(given, set_ or [], run_dir)
     check_certificate(certs / "operator.crt", certs / "operator.key", certs / "ca.crt", "client")
     home = Path(tempfile.mkdtemp(prefix="fedllm-operator-"))
     operator = Operator(superlink, certs.resolve(), home)
