@@ -1,11 +1,12 @@
 """Labelled review tables: a local parquet/csv/jsonl file or a Hugging Face hub dataset."""
 
 from pathlib import Path
-
-import pandas as pd
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from fedllm.errors import FedllmError
+
+if TYPE_CHECKING:  # pandas and datasets load in seconds: only where tables are read
+    from datasets import Dataset
 
 FILE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 COLUMNS = ("text", "label")
@@ -16,8 +17,11 @@ def is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.endswith(FILE_SUFFIXES)
 
 
-def read_table(path: str | Path) -> Dataset:
+def read_table(path: str | Path) -> "Dataset":
     """Read a `text`,`label` file; labels must be 0 or 1."""
+    import pandas as pd
+    from datasets import Dataset
+
     file = Path(path).expanduser()
     if file.is_dir():
         raise FedllmError(
@@ -49,7 +53,7 @@ def read_table(path: str | Path) -> Dataset:
     return Dataset.from_pandas(frame, preserve_index=False)
 
 
-def split_holdout(table: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def split_holdout(table: "Dataset", fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:
     """Split a local table into (pool the nodes partition, part held out for the server)."""
     if len(table) < 4:
         raise FedllmError(f"dataset has {len(table)} rows: too few to split")
@@ -57,9 +61,9 @@ def split_holdout(table: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
     return parts["train"], parts["test"]
 
 
-def load_hub_split(hub_id: str, split: str) -> Dataset:
+def load_hub_split(hub_id: str, split: str) -> "Dataset":
     """Load one split from the hub, or explain how to work offline."""
-    from datasets import load_dataset
+    from datasets import Dataset, load_dataset
 
     try:
         table = load_dataset(hub_id, split=split)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -43,13 +44,18 @@ def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
         )
 
 
-def stop(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+def stop(
+    processes: list[subprocess.Popen[bytes]],
+    grace: float = 10.0,
+    seen: Iterable[psutil.Process] = (),
+) -> None:
     """SIGTERM each process group, SIGKILL what remains, descendants in other groups included.
 
     Flower's apps may outlive a SIGTERM'd parent (a ServerApp busy evaluating): every
-    descendant seen before signalling is killed at the end.
+    descendant seen before signalling is killed at the end, and so is every process in
+    `seen` (descendants recorded earlier, orphaned since if their parent died).
     """
-    descendants = [child for process in processes for child in _descendants(process.pid)]
+    descendants = [*seen, *descendants_of(processes)]
     for process in processes:
         _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -61,6 +67,27 @@ def stop(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
     for child in descendants:
         with contextlib.suppress(psutil.Error):
             child.kill()
+
+
+def stop_descendants(grace: float = 3.0) -> None:
+    """SIGTERM every process below this one; SIGKILL those still running after `grace` s.
+
+    Flower's SuperExec and ClientApps only notice their parent's death by polling and can
+    outlive it by tens of seconds (a ClientApp retrying a runtime API that is gone).
+    """
+    children = _descendants(os.getpid())
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def descendants_of(processes: list[subprocess.Popen[bytes]]) -> list[psutil.Process]:
+    """Every live process below `processes`."""
+    return [child for process in processes for child in _descendants(process.pid)]
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -22,6 +22,8 @@ Strategy = Literal[
     "bulyan",
 ]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+# How nodes send their trained adapter: float32 weights, or a 16-bit delta (fedllm.updates).
+UpdateDtype = Literal["float32", "float16", "bfloat16"]
 
 
 class RunSettings(BaseSettings):
@@ -62,6 +64,7 @@ class RunSettings(BaseSettings):
     trim_beta: float = Field(0.2, gt=0, lt=0.5)
     num_malicious: int = Field(0, ge=0)
     max_update_norm: float = Field(0.0, ge=0)
+    update_dtype: UpdateDtype = "float32"
     keep_checkpoints: int = Field(3, ge=0)
     seed: int = 42
     run_dir: str = "runs/latest"
@@ -83,6 +86,7 @@ class NodeSettings(BaseSettings):
     threads: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantization: Literal["", "none", "4bit", "8bit"] = ""
+    cache_dir: Path | None = None
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

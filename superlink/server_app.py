@@ -4,7 +4,7 @@ import shutil
 import time
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
@@ -14,8 +14,8 @@ from fedllm.batches import make_loader
 from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
 from fedllm.partition import server_holdout
+from fedllm.round_grid import RoundGrid
 from fedllm.settings import RunSettings, from_flower_config
-from fedllm.telemetry.grid import MeteredGrid
 from fedllm.telemetry.rounds import RunTelemetry
 from fedllm.telemetry.sampler import watch_memory
 from superlink.checkpoint import (
@@ -43,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     write_status(run_dir, "running", run_id=context.run_id)
     telemetry.state("running")
     try:
-        federate(MeteredGrid(grid, context.run_id), run, run_dir, telemetry)
+        federate(RoundGrid(grid, context.run_id), run, run_dir, telemetry)
     except Exception as err:
         write_status(run_dir, "failed", run_id=context.run_id, error=str(err).splitlines()[0])
         telemetry.state("failed")
@@ -52,7 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     telemetry.state("finished")
 
 
-def federate(grid: Grid, run: RunSettings, run_dir: Path, telemetry: RunTelemetry) -> None:
+def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTelemetry) -> None:
     """Train for the remaining rounds, then save the final adapter."""
     device = pick_device()
     tokenizer = load_tokenizer(run.model)
@@ -69,7 +69,12 @@ def federate(grid: Grid, run: RunSettings, run_dir: Path, telemetry: RunTelemetr
     write_json(run_dir / "run.json", run.model_dump())
     telemetry.begin(done)
     history = History(run_dir)
-    strategy = make_strategy(run, history.on_train, history.on_evaluate, history.on_round)
+
+    def on_train(replies: list[RecordDict], aggregated: MetricRecord) -> None:
+        history.on_train(replies, aggregated)
+        grid.mark_aggregated("train")  # the strategy aggregates metrics after the arrays
+
+    strategy = make_strategy(run, on_train, history.on_evaluate, history.on_round)
     started = time.monotonic()
 
     def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -78,6 +83,8 @@ def federate(grid: Grid, run: RunSettings, run_dir: Path, telemetry: RunTelemetr
         load_arrays(model, arrays)
         metrics = evaluate(model, holdout, device)
         entry = {"centralized": metrics, "elapsed-seconds": time.monotonic() - started}
+        if exchanges := grid.take():
+            entry["exchanges"] = exchanges
         record = history.close_round(done + server_round, entry)
         telemetry.closed(record)
         if server_round > 0:

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import psutil
+
 from fedllm.certcheck import check_certificate
 from fedllm.errors import FedllmError
-from fedllm.processes import flower_bin, flower_env, free_port, spawn, stop
+from fedllm.processes import descendants_of, flower_bin, flower_env, free_port, spawn, stop
 from superlink.gateway import nginx_command, render_config
 
 
@@ -55,16 +57,29 @@ def serve(certs: Path, state: Path, host: str, port: int, names: tuple[str, ...]
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # flower-superlink's SuperExec and ServerApp, as last seen: once it dies they are orphans
+    # that no longer show as its descendants, and a ServerApp may hang instead of exiting.
+    seen: list[psutil.Process] = []
     try:
-        supervise(children, certs / "ca.crl", stopping)
+        supervise(children, certs / "ca.crl", stopping, seen)
     finally:
-        stop(list(children.values()), grace=5.0)  # within the 10 s its own supervisor allows
+        # within the 10 s its own supervisor allows
+        stop(list(children.values()), grace=5.0, seen=seen)
 
 
-def supervise(children: dict[str, subprocess.Popen[bytes]], crl: Path, stopping: list[int]) -> None:
-    """Wait for a stop signal; reload the gateway when the CRL changes; fail if a child dies."""
+def supervise(
+    children: dict[str, subprocess.Popen[bytes]],
+    crl: Path,
+    stopping: list[int],
+    seen: list[psutil.Process],
+) -> None:
+    """Wait for a stop signal; reload the gateway when the CRL changes; fail if a child dies.
+
+    `seen` is kept up to date with the children's descendants.
+    """
     crl_mtime = crl.stat().st_mtime
     while not stopping:
+        seen[:] = descendants_of(list(children.values()))
         for name, child in children.items():
             if child.poll() is not None:
                 raise FedllmError(f"{name} exited with status {child.returncode}")

@@ -1,35 +1,48 @@
-"""The ClientApp: trains and evaluates the global adapter on the node's own data."""
+"""The ClientApp: trains and evaluates the global adapter on the node's own data.
 
+Flower 1.42 runs every message in a new `flwr-clientapp` process, so each reply also reports
+what that costs: `startup-seconds` (process start to this handler: imports, app install),
+`setup-seconds` (settings, model, data from the token cache) beside `train-seconds`.
+"""
+
+import time
+
+import psutil
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedllm.adapter import load_arrays, to_arrays
-from fedllm.batches import make_loader
+from fedllm.adapter import adapter_state, load_arrays
+from fedllm.batches import batches
 from fedllm.evaluate import evaluate
+from fedllm.telemetry.memory import process_memory
 from fedllm.telemetry.sampler import watch_memory
 from fedllm.telemetry.training import record_training
+from fedllm.updates import encode_update
 from supernode.site import open_site
 from supernode.train import train
 
 app = ClientApp()
 
 
+def startup_seconds() -> float:
+    """Seconds since this process started."""
+    return time.time() - psutil.Process().create_time()
+
+
 @app.train()
 @watch_memory("clientapp")
 def train_round(msg: Message, context: Context) -> Message:
-    """Train the received adapter locally; reply with the adapter and training metrics."""
+    """Train the received adapter locally; reply with the update and training metrics."""
+    startup, entered = startup_seconds(), time.monotonic()
     site = open_site(context)
-    load_arrays(site.model, msg.content.array_records["arrays"])
+    received = msg.content.array_records["arrays"]
+    load_arrays(site.model, received)
     config = msg.content.config_records["config"]
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
-    loader = make_loader(
-        site.train,
-        site.tokenizer,
-        site.run.max_length,
-        site.run.batch_size,
-        shuffle=True,
-        seed=site.run.seed + server_round,
-    )
+    pad_id = int(site.tokenizer.pad_token_id)
+    seed = site.run.seed + server_round
+    loader = batches(site.train, pad_id, site.run.batch_size, shuffle=True, seed=seed)
+    setup = time.monotonic() - entered
     stats = train(
         site.model,
         loader,
@@ -41,8 +54,18 @@ def train_round(msg: Message, context: Context) -> Message:
     )
     examples = {"train": len(site.train), "validation": len(site.val)}
     record_training(context.run_id, server_round, stats, examples)
-    metrics = {**stats.metrics(), "num-examples": len(site.train)}
-    reply = RecordDict({"arrays": to_arrays(site.model), "metrics": MetricRecord(metrics)})
+    trained = {name: tensor.numpy() for name, tensor in adapter_state(site.model).items()}
+    start = {name: array.numpy() for name, array in received.items()}
+    name, update = encode_update(trained, start, site.run.update_dtype)
+    memory = process_memory()
+    metrics = {
+        **stats.metrics(),
+        "num-examples": len(site.train),
+        "startup-seconds": startup,
+        "setup-seconds": setup,
+        "peak-rss-bytes": memory[1] if memory else 0,
+    }
+    reply = RecordDict({name: update, "metrics": MetricRecord(metrics)})
     return Message(content=reply, reply_to=msg)
 
 
@@ -52,9 +75,8 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on the node's validation split."""
     site = open_site(context)
     load_arrays(site.model, msg.content.array_records["arrays"])
-    loader = make_loader(
-        site.val, site.tokenizer, site.run.max_length, site.run.batch_size, shuffle=False
-    )
+    pad_id = int(site.tokenizer.pad_token_id)
+    loader = batches(site.val, pad_id, site.run.batch_size, shuffle=False)
     result = evaluate(site.model, loader, site.device)
     metrics = {f"eval-{key}" if key != "num-examples" else key: v for key, v in result.items()}
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,16 +1,24 @@
-"""Everything a node needs for one message: settings, model, and its local train/val split."""
+"""Everything a node needs for one message: settings, model, and its tokenised train/val split."""
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from datasets import Dataset
 from flwr.app import Context
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from fedllm.batches import Encoded, encode_table
+from fedllm.data import is_local
 from fedllm.model import build_model, load_tokenizer, pick_device
-from fedllm.partition import node_data
 from fedllm.settings import NodeSettings, RunSettings, from_flower_config
+from fedllm.threads import default_threads
+from fedllm.token_cache import VERSION, TokenCache, digest, file_digest, tokenizer_digest
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 @dataclass
@@ -22,24 +30,81 @@ class Site:
     device: torch.device
     tokenizer: PreTrainedTokenizerBase
     model: PeftModel
-    train: Dataset
-    val: Dataset
+    train: Encoded
+    val: Encoded
+    cache_hit: bool = False
 
 
 def open_site(context: Context) -> Site:
-    """Read settings from run/node config, build the model, split the local data."""
+    """Read settings, set threads, load (or tokenise and cache) the local data, build the model."""
     run = from_flower_config(RunSettings, context.run_config)
     node = from_flower_config(NodeSettings, context.node_config)
-    if node.threads:
-        torch.set_num_threads(node.threads)
+    torch.set_num_threads(node.threads or default_threads())
     device = pick_device(node.device)
     tokenizer = load_tokenizer(run.model)
+    splits, hit = TokenCache(cache_dir(node)).get(
+        cache_key(run, node, tokenizer), lambda: tokenise(run, node, tokenizer)
+    )
     model = build_model(run, tokenizer, device, node.quantization)
+    return Site(run, node, device, tokenizer, model, splits["train"], splits["val"], hit)
+
+
+def cache_dir(node: NodeSettings) -> Path:
+    """`cache-dir` from the node config, else `fedllm-cache` in the node's Flower home."""
+    if node.cache_dir is not None:
+        return node.cache_dir.expanduser()
+    home = os.environ.get("FLWR_HOME") or Path.home() / ".flwr"
+    return Path(home) / "fedllm-cache"
+
+
+def data_identity(run: RunSettings, node: NodeSettings) -> dict[str, Any] | None:
+    """What the node's examples depend on: file bytes (or hub id) and how they are split.
+
+    None when the data file cannot be read: the uncached path then reports the problem.
+    """
+    split = {
+        "partitioner": run.partitioner,
+        "alpha": run.dirichlet_alpha,
+        "partitions": node.num_partitions,
+        "partition": node.partition_id,
+    }
+    try:
+        if node.data_path is not None:
+            return {"file": file_digest(node.data_path.expanduser())}
+        if is_local(run.dataset):
+            source = file_digest(Path(run.dataset).expanduser())
+            return {"file": source, "eval-fraction": run.eval_fraction, **split}
+    except OSError:
+        return None
+    return {"hub": run.dataset, **split}
+
+
+def cache_key(
+    run: RunSettings, node: NodeSettings, tokenizer: PreTrainedTokenizerBase
+) -> str | None:
+    """The token cache key: tokenizer, data, split and `max-length`; None: do not cache."""
+    identity = data_identity(run, node)
+    if identity is None:
+        return None
+    return digest(
+        VERSION, tokenizer_digest(tokenizer), run.max_length, identity, run.val_fraction, run.seed
+    )
+
+
+def tokenise(
+    run: RunSettings, node: NodeSettings, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, Encoded]:
+    """Read and split the node's data, then tokenise both splits (a cache miss)."""
+    from fedllm.partition import node_data  # datasets and flwr-datasets: only on a miss
+
     train, val = local_split(node_data(run, node), run.val_fraction, run.seed)
-    return Site(run, node, device, tokenizer, model, train, val)
+    return {
+        "train": encode_table(train, tokenizer, run.max_length),
+        "val": encode_table(val, tokenizer, run.max_length),
+    }
 
 
-def local_split(table: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def local_split(table: "Dataset", val_fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:
     """Local train/validation split; validation gets at least one example when asked for."""
     n_val = max(1, int(len(table) * val_fraction)) if val_fraction > 0 else 0
     if n_val == 0 or n_val >= len(table):

@@ -18,6 +18,7 @@ class TrainStats:
     tokens: int
     steps: int
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time: comparable on a busy machine
 
     def metrics(self) -> dict[str, MetricRecordValues]:
         """Metric-record form, throughput included."""
@@ -26,6 +27,7 @@ class TrainStats:
             "train-loss": self.loss,
             "train-steps": self.steps,
             "train-seconds": self.seconds,
+            "train-cpu-seconds": self.cpu_seconds,
             "examples-per-second": self.examples / seconds,
             "tokens-per-second": self.tokens / seconds,
         }
@@ -51,7 +53,7 @@ def train(
     total_steps = max_steps or max(1, round(epochs * len(loader)))
     model.train()
     loss_sum, examples, tokens, steps = 0.0, 0, 0, 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while steps < total_steps:
         for batch in loader:
             batch = {key: value.to(device) for key, value in batch.items()}
@@ -74,4 +76,5 @@ def train(
         tokens=tokens,
         steps=steps,
         seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
     )

@@ -1,5 +1,6 @@
-"""Faults through real processes: a SuperNode or the SuperLink killed mid-run."""
+"""Faults through real processes: a SuperNode or the SuperLink killed mid-run, a node stalled."""
 
+import contextlib
 import json
 import os
 import signal
@@ -8,9 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from superlink.checkpoint import completed_rounds
+from superlink.history import read_status
+from tests.federations import FAULTY_APP, announced, federation, run_settings, wait_for
+
 pytestmark = pytest.mark.integration
+# Round timeout of the stalled-node test: what the stalled round costs; it must also leave the
+# other nodes time to reply on a loaded machine.
+STALL_TIMEOUT = 40.0
 
 
 def start_up(run_dir: Path, demo_assets: tuple[Path, Path], nodes: int) -> subprocess.Popen[str]:
@@ -86,6 +95,8 @@ def test_a_killed_superlink_is_restarted_and_the_run_resumed(
     assert [row["round"] for row in history] == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert (run_dir / "final" / "adapter_config.json").is_file()
+    # Nor does the killed SuperLink's ServerApp live on (it can hang instead of exiting).
+    assert leftovers(run_dir) == []
 
 
 def test_sigterm_stops_everything_and_exits_zero(
@@ -94,15 +105,21 @@ def test_sigterm_stops_everything_and_exits_zero(
     run_dir = tmp_path / "run"
     up = start_up(run_dir, demo_assets, nodes=2)
     wait_for_round(run_dir, 1, up)
+    # history.json records a round just before its checkpoint is written
+    wait_for(lambda: 1 in completed_rounds(run_dir), 60, "round 1's checkpoint")
     checkpoint = (run_dir / "checkpoints/round-1/adapter.safetensors").read_bytes()
     up.send_signal(signal.SIGTERM)
     output = up.communicate(timeout=60)[0]
     assert up.returncode == 0, output
     assert "stopped by SIGTERM" in output
     assert (run_dir / "checkpoints/round-1/adapter.safetensors").read_bytes() == checkpoint
-    leftovers = [pid for pid in Path("/proc").iterdir() if pid.name.isdigit()
-                 and str(run_dir) in _cmdline(pid)]  # fmt: skip
-    assert leftovers == []
+    assert leftovers(run_dir) == []
+
+
+def leftovers(run_dir: Path) -> list[str]:
+    """Command lines of live processes that mention the run directory."""
+    found = [_cmdline(pid) for pid in Path("/proc").iterdir() if pid.name.isdigit()]
+    return [cmdline for cmdline in found if str(run_dir) in cmdline]
 
 
 def _cmdline(proc: Path) -> str:
@@ -110,3 +127,36 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_a_stalled_supernode_fails_its_round_and_rejoins_when_resumed(
+    demo_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """SIGSTOP a SuperNode and everything below it mid-round 1: the round closes after
+    round-timeout with the other two; after SIGCONT the node takes part in round 2."""
+    run_dir = tmp_path / "run"
+    fed = federation(run_dir, [{}, {}, {"faults": "slow"}])  # node-3 10 s late in round 1
+    run = run_settings(
+        demo_assets, run_dir, num_server_rounds=2, min_nodes=3, fraction_evaluate=0.0,
+        round_timeout=STALL_TIMEOUT,
+    )  # fmt: skip
+    with fed:
+        fed.submit(FAULTY_APP, run.to_run_config())
+        wait_for(lambda: announced(fed, "node-3", 1, "slow"), 240, "node-3 in round 1")
+        node = psutil.Process(fed.processes["node-3"].pid)
+        stalled = [node, *node.children(recursive=True)]
+        for proc in stalled:
+            proc.suspend()
+        try:
+            wait_for(lambda: 1 in rounds_done(run_dir), STALL_TIMEOUT + 120, "round 1")
+        finally:
+            for proc in stalled:
+                with contextlib.suppress(psutil.Error):
+                    proc.resume()
+        wait_for(lambda: read_status(run_dir).get("state") != "running", 240, "the run's end")
+    history = json.loads((run_dir / "history.json").read_text())
+    assert read_status(run_dir)["state"] == "finished"
+    assert [row["round"] for row in history] == [0, 1, 2]
+    assert (history[1]["nodes-replied"], history[1]["nodes-failed"]) == (2, 1)
+    assert history[1]["elapsed-seconds"] >= STALL_TIMEOUT
+    assert (history[2]["nodes-replied"], history[2]["nodes-failed"]) == (3, 0)

@@ -1,0 +1,157 @@
+"""The ServerApp's Grid: replies seen promptly, each exchange timed and weighed, updates decoded.
+
+Flower's own `send_and_receive` looks for replies every 3 s, so a round ends up to 3 s after
+its last node replied; this one looks every `POLL_SECONDS`. For the round's history it records,
+per phase, the time from sending to the last reply (and to aggregation, when marked), and per
+node the payload bytes each way and the timings the node reported. Replies carrying a 16-bit
+update delta (`fedllm.updates`) are turned back into float32 weights before the strategy sees
+them, after their bytes were counted.
+"""
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Message, RecordDict
+from flwr.proto.node_pb2 import NodeInfo
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from fedllm.telemetry.grid import payload_bytes, phase, record_exchange
+from fedllm.updates import WEIGHTS, decode_reply
+
+POLL_SECONDS = 0.2
+# Reply metrics copied per node into the history (timings and memory the node measured).
+NODE_METRICS = (
+    "num-examples",
+    "examples-per-second",
+    "train-seconds",
+    "train-cpu-seconds",
+    "startup-seconds",
+    "setup-seconds",
+    "peak-rss-bytes",
+)
+
+
+@dataclass
+class Exchange:
+    """One send-and-receive: when it started, how long it took, what each node sent back."""
+
+    started: float
+    seconds: float = 0.0
+    aggregated_seconds: float | None = None
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """History form."""
+        found = {"seconds": self.seconds, "nodes": self.nodes}
+        if self.aggregated_seconds is not None:
+            found["aggregated-seconds"] = self.aggregated_seconds
+        return found
+
+
+def node_entry(sent: Message, reply: Message | None) -> dict[str, Any]:
+    """Bytes each way and the node's own timings for one node of an exchange."""
+    entry: dict[str, Any] = {
+        "node": sent.metadata.dst_node_id,
+        "sent-bytes": payload_bytes(sent.content),
+    }
+    if reply is not None and reply.has_content():
+        entry["received-bytes"] = payload_bytes(reply.content)
+        for metrics in reply.content.metric_records.values():
+            entry |= {key: metrics[key] for key in NODE_METRICS if key in metrics}
+    return entry
+
+
+class RoundGrid(Grid):
+    """Flower's Grid with prompt polling, exchange records and update decoding."""
+
+    def __init__(self, grid: Grid, run_id: int, poll: float = POLL_SECONDS) -> None:
+        self.grid = grid
+        self.run_id = run_id
+        self.poll = poll
+        self.exchanges: dict[str, Exchange] = {}
+
+    def set_run(self, run: Run) -> None:
+        """Delegated."""
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """Delegated."""
+        return self.grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Delegated."""
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Delegated."""
+        return self.grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """Delegated."""
+        return self.grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Delegated."""
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Delegated."""
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Push, collect replies until all arrived or `timeout`, record, decode."""
+        sent = list(messages)
+        exchange = Exchange(started=time.monotonic())
+        ids = list(self.grid.push_messages(sent)) if sent else []
+        # Flower returns no ids when a push fails as a whole, None for a malformed message.
+        by_id = {mid: message for mid, message in zip(ids, sent, strict=False) if mid}
+        replies = self._collect(set(by_id), timeout)
+        exchange.seconds = time.monotonic() - exchange.started
+        record_exchange(self.run_id, sent, replies)
+        answered = {reply.metadata.reply_to_message_id: reply for reply in replies}
+        exchange.nodes = [node_entry(message, answered.get(mid)) for mid, message in by_id.items()]
+        if sent:
+            self.exchanges[phase(sent[0].metadata.message_type)] = exchange
+        for reply in replies:
+            source = by_id.get(reply.metadata.reply_to_message_id)
+            if reply.has_content() and source is not None:
+                base = source.content.array_records.get(WEIGHTS)
+                reply.content = decode_reply(reply.content, base)
+        return replies
+
+    def _collect(self, pending: set[str], timeout: float | None) -> list[Message]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while pending:
+            found = list(self.grid.pull_messages(pending))
+            replies += found
+            pending -= {reply.metadata.reply_to_message_id for reply in found}
+            if not pending or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(self.poll)
+        return replies
+
+    def mark_aggregated(self, phase_name: str) -> None:
+        """The strategy has aggregated the replies of `phase_name`'s last exchange."""
+        if phase_name in self.exchanges:
+            exchange = self.exchanges[phase_name]
+            exchange.aggregated_seconds = time.monotonic() - exchange.started
+
+    def take(self) -> dict[str, Any]:
+        """The round's exchanges, history form; forgotten afterwards."""
+        found = {name: exchange.summary() for name, exchange in self.exchanges.items()}
+        self.exchanges = {}
+        return found
