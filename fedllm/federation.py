@@ -17,7 +17,7 @@ import httpx
 
 from fedllm.errors import FedllmError
 from fedllm.operator import Operator
-from fedllm.processes import flower_env, free_port, spawn, stop
+from fedllm.processes import flower_env, free_port, kill_strays, spawn, stop
 
 FEDLLM = [sys.executable, "-m", "fedllm"]
 
@@ -64,8 +64,9 @@ class LocalFederation:
         self.close()
 
     def close(self) -> None:
-        """Stop every process this federation started."""
+        """Stop every process this federation started, and strays left by dead ones."""
         stop(list(self.processes.values()))
+        kill_strays(str(self.state), [])
 
     def metrics_targets(self) -> dict[str, list[str]]:
         """Exporter addresses per Prometheus job: `superlink` and `supernode`."""
@@ -82,6 +83,8 @@ class LocalFederation:
         """Start a role process that exited again, the way it was first started."""
         self.processes.pop(name).wait()
         if name == "superlink":
+            # The dead SuperLink's ServerApp may hang on as an orphan; it belongs to no run now.
+            kill_strays(str(self.state), list(self.processes.values()))
             self._start_superlink()
         else:
             index = int(name.removeprefix("node-")) - 1

@@ -90,6 +90,25 @@ def descendants_of(processes: list[subprocess.Popen[bytes]]) -> list[psutil.Proc
     return [child for process in processes for child in _descendants(process.pid)]
 
 
+def kill_strays(marker: str, keep: list[subprocess.Popen[bytes]]) -> list[int]:
+    """SIGKILL processes whose command line holds `marker` and that nothing here owns.
+
+    A Flower ServerApp orphaned by a killed SuperLink can hang instead of exiting; it is
+    no one's descendant any more, but its arguments still name the federation's state.
+    Spared: this process, its ancestors, `keep` and their descendants. Returns the pids.
+    """
+    me = psutil.Process()
+    owned = {me.pid, *(parent.pid for parent in me.parents())}
+    owned |= {process.pid for process in keep} | {child.pid for child in descendants_of(keep)}
+    killed = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid not in owned and marker in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+                killed.append(proc.pid)
+    return killed
+
+
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         return list(psutil.Process(pid).children(recursive=True))
