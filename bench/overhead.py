@@ -181,31 +181,45 @@ def classify(cmdline: str) -> str:
 
 
 class TreeSampler(threading.Thread):
-    """Peak RSS/PSS per role (summed over its process tree) and per process kind."""
+    """Peak memory and CPU time of a local federation's roles, each summed over its tree.
 
-    def __init__(self, marker: str, interval: float = 0.5) -> None:
+    RSS every `interval` seconds (cheap), PSS every `pss_every`-th sample only: reading a
+    multi-GB process's smaps costs real CPU, which the nodes' training would lose.
+    """
+
+    def __init__(self, marker: str, interval: float = 1.0, pss_every: int = 5) -> None:
         super().__init__(daemon=True)
-        self.marker, self.interval = marker, interval
+        self.marker, self.interval, self.pss_every = marker, interval, pss_every
         self.stopped = threading.Event()
         self.peaks: dict[str, dict[str, float]] = {}
+        self.roles: dict[str, Any] = {}
+        self.kinds: dict[int, str] = {}
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (role:kind, CPU seconds so far)
 
-    def run(self) -> None:
+    def find_roles(self) -> None:
         import psutil
 
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if self.marker not in cmdline or " -m fedllm " not in f" {cmdline} ":
+                continue
+            role = cmdline.split(" -m fedllm ", 1)[1].split()[0]
+            if role == "supernode":
+                role = cmdline.split("--name ", 1)[1].split()[0]
+            if role == "superlink" or role.startswith("node-"):
+                self.roles[role] = proc
+
+    def run(self) -> None:
+        tick = 0
         while not self.stopped.is_set():
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                if self.marker not in cmdline or " -m fedllm " not in f" {cmdline} ":
-                    continue
-                role = cmdline.split(" -m fedllm ", 1)[1].split()[0]
-                if role == "supernode":
-                    role = cmdline.split("--name ", 1)[1].split()[0]
-                if role not in ("superlink",) and not role.startswith("node-"):
-                    continue
-                self.sample(role, proc)
+            if tick % 10 == 0 or not self.roles:
+                self.find_roles()
+            for role, proc in list(self.roles.items()):
+                self.sample(role, proc, pss=tick % self.pss_every == 0)
+            tick += 1
             self.stopped.wait(self.interval)
 
-    def sample(self, role: str, proc: Any) -> None:
+    def sample(self, role: str, proc: Any, pss: bool) -> None:
         import psutil
 
         totals = {"rss": 0.0, "pss": 0.0}
@@ -215,13 +229,16 @@ class TreeSampler(threading.Thread):
             return
         for member in tree:
             try:
-                info = member.memory_full_info()
-                kind = classify(" ".join(member.cmdline()))
+                if member.pid not in self.kinds:
+                    self.kinds[member.pid] = classify(" ".join(member.cmdline()))
+                info = member.memory_full_info() if pss else member.memory_info()
+                times = member.cpu_times()
             except psutil.Error:
                 continue
+            key = f"{role}:{self.kinds[member.pid]}"
+            self.cpu[member.pid] = (key, times.user + times.system)
             totals["rss"] += info.rss
-            totals["pss"] += getattr(info, "pss", info.rss)
-            key = f"{role}:{kind}"
+            totals["pss"] += getattr(info, "pss", 0.0)
             self.peaks.setdefault(key, {"rss": 0.0})
             self.peaks[key]["rss"] = max(self.peaks[key]["rss"], info.rss)
         peak = self.peaks.setdefault(role, {"rss": 0.0, "pss": 0.0})
@@ -231,6 +248,8 @@ class TreeSampler(threading.Thread):
     def stop(self) -> dict[str, dict[str, float]]:
         self.stopped.set()
         self.join()
+        for key, seconds in self.cpu.values():
+            self.peaks[key]["cpu-seconds"] = self.peaks[key].get("cpu-seconds", 0.0) + seconds
         return self.peaks
 
 
@@ -307,6 +326,17 @@ def round_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_by_kind(peaks: dict[str, dict[str, float]]) -> dict[str, float]:
+    """CPU seconds the federation's processes used, by role (nodes summed) and kind."""
+    found: dict[str, float] = {}
+    for key, peak in peaks.items():
+        if ":" in key and "cpu-seconds" in peak:
+            role, kind = key.split(":")
+            name = f"{'nodes' if role.startswith('node-') else role}:{kind}"
+            found[name] = round(found.get(name, 0.0) + peak["cpu-seconds"], 1)
+    return found
+
+
 def report(args: argparse.Namespace, run: Any, bare_runs: dict[str, list[dict[str, Any]]],
            fed: dict[str, Any], adapter: int, load: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """The figures, side by side, with the targets they are held to."""
@@ -380,6 +410,7 @@ def report(args: argparse.Namespace, run: Any, bare_runs: dict[str, list[dict[st
         "superlink_tree_peak_pss_mb": round(
             fed["peaks"].get("superlink", {}).get("pss", 0) / MB, 1
         ),
+        "federation_cpu_seconds": cpu_by_kind(fed["peaks"]),
         "accuracy_per_round": [row["accuracy"] for row in rounds],
         "targets": {
             "node_vs_bare >= 0.95": node_eps / bare_eps >= 0.95,

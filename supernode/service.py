@@ -9,9 +9,10 @@ from fedllm.mtls import present_client_certificate
 from fedllm.processes import stop_descendants
 from supernode import polling, prefork
 
-# Flower's SuperExec looks for a new task (a message to run a ClientApp for) every second by
-# default; on loopback to its own SuperNode a tenth of that costs nothing and starts sooner.
-SUPEREXEC_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+# Flower's SuperExec asks its SuperNode for a task (a message to start a ClientApp for) every
+# second. Every 0.5 s starts a ClientApp 0.25 s sooner on average; an idle node then uses
+# 1.2% of a CPU (measured: 0.8% at 1 s, 4.4% at 0.1 s: CPU a training node would lose).
+SUPEREXEC_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.5"}
 
 
 def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port: int) -> None:
