@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from flwr.supercore.task_identity import TaskIdentity
 from prometheus_client import REGISTRY
 
-from fedllm.telemetry.grid import MeteredGrid, phase
+from fedllm.telemetry.grid import phase, record_exchange
 from fedllm.telemetry.rounds import RunTelemetry
 
 
@@ -90,14 +90,14 @@ def task(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("task")
-def test_metered_grid_records_participation_and_payload() -> None:
+def test_an_exchange_records_participation_and_payload() -> None:
     content = RecordDict({
         "arrays": ArrayRecord([np.zeros(10, dtype=np.float32)]),
         "config": ConfigRecord({"lr": 0.1}),
     })  # fmt: skip
     sent = [Message(content, dst_node_id=node, message_type="train") for node in (1, 2, 3)]
-    grid = MeteredGrid(RepliesFrom(), run_id=104)  # type: ignore[arg-type]
-    replies = list(grid.send_and_receive(sent, timeout=1.0))
+    replies = list(RepliesFrom().send_and_receive(sent, timeout=1.0))
+    record_exchange(104, sent, replies)
     assert [reply.has_content() for reply in replies] == [True, False]
     labels = {"run_id": "104", "phase": "train"}
     assert value("fedllm_round_nodes_sampled", **labels) == 3
