@@ -28,6 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
+# Environment variables that change how nodes start ClientApps and poll.
+TUNABLES = ("FEDLLM_PREFORK", "FEDLLM_NODE_POLL_SECONDS", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL")
 
 
 def minilm_path() -> str:
@@ -174,6 +176,7 @@ def classify(cmdline: str) -> str:
         "flower-superexec",
         "flower-superlink",
         "nginx",
+        "prefork",
     ):
         if name in cmdline:
             return name
@@ -230,7 +233,10 @@ class TreeSampler(threading.Thread):
         for member in tree:
             try:
                 if member.pid not in self.kinds:
-                    self.kinds[member.pid] = classify(" ".join(member.cmdline()))
+                    kind = classify(" ".join(member.cmdline()))
+                    if kind == "prefork" and self.kinds.get(member.ppid()) == "prefork":
+                        kind = "flwr-clientapp"  # forked from the prefork server
+                    self.kinds[member.pid] = kind
                 info = member.memory_full_info() if pss else member.memory_info()
                 times = member.cpu_times()
             except psutil.Error:
@@ -373,6 +379,7 @@ def report(args: argparse.Namespace, run: Any, bare_runs: dict[str, list[dict[st
         "lora_r": run.lora_r,
         "update_dtype": run.update_dtype,
         "prefork": os.environ.get("FEDLLM_PREFORK", "1") != "0",
+        "environment": {name: os.environ[name] for name in TUNABLES if name in os.environ},
         "train_examples_per_node": [one["bucketed"]["examples"] for one in bare_runs["before"]],
         "bare_examples_per_s": bare_eps,
         "node_examples_per_s": node_eps,
@@ -482,6 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compare-dtypes", action="store_true", help="accuracy with float32/16/bf16 updates"
     )
     parser.add_argument(
+        "--compare-batching", action="store_true", help="centralized: buckets vs plain batches"
+    )
+    parser.add_argument(
         "--plain", action="store_true", help="also time the textbook loop (HF collator)"
     )
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-overhead")
@@ -586,12 +596,57 @@ def compare_dtypes(args: argparse.Namespace) -> dict[str, Any]:
             "commit": commit(), "date": now()}  # fmt: skip
 
 
+def compare_batching(args: argparse.Namespace) -> dict[str, Any]:
+    """Centralized LoRA, one pass, length buckets vs the textbook loader: accuracy, speed."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    from fedllm.batches import batches, encode_table, make_loader
+    from fedllm.data import read_table, split_holdout
+    from fedllm.evaluate import evaluate
+    from fedllm.model import build_model, load_tokenizer
+    from supernode.train import train
+
+    prepare(args)
+    work = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=args.workdir))
+    total = sample_reviews(args.dataset, args.examples, 0, work / "reviews.parquet")
+    run = settings(args, work / "reviews.parquet", work / "run", total)
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = load_tokenizer(run.model)
+    pool, held_out = split_holdout(read_table(run.dataset), run.eval_fraction, run.seed)
+    encoded = encode_table(pool, tokenizer, run.max_length)
+    test = make_loader(held_out, tokenizer, run.max_length, run.batch_size, shuffle=False)
+    rows = [
+        {"input_ids": encoded[i][0].tolist(), "labels": encoded[i][1]} for i in range(len(encoded))
+    ]
+    loaders = {
+        "length-buckets": batches(encoded, int(tokenizer.pad_token_id), run.batch_size, True, 1),
+        "plain": DataLoader(rows, batch_size=run.batch_size, shuffle=True,  # type: ignore[arg-type]
+                            generator=torch.Generator().manual_seed(1),
+                            collate_fn=DataCollatorWithPadding(tokenizer)),
+    }  # fmt: skip
+    found: dict[str, Any] = {}
+    for name, loader in loaders.items():
+        model = build_model(run, tokenizer, torch.device("cpu"))  # the same initial adapter
+        stats = train(model, loader, torch.device("cpu"), lr=run.lr, epochs=1)
+        found[name] = {**stats.metrics(), **evaluate(model, test, torch.device("cpu")),
+                       "examples-per-cpu-second": stats.examples / stats.cpu_seconds,
+                       "load_average": os.getloadavg()}  # fmt: skip
+    return {"model": args.model_name, "train": len(pool), "held_out": len(held_out),
+            "max_length": run.max_length, "lr": run.lr, "threads": os.cpu_count(),
+            "runs": found, "commit": commit(), "date": now()}  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
     if args.bare_worker:
         print(json.dumps(bare_worker(json.loads(args.bare_worker.read_text()))))
         return
-    result = compare_dtypes(args) if args.compare_dtypes else measure(args)
+    if args.compare_batching:
+        result = compare_batching(args)
+    else:
+        result = compare_dtypes(args) if args.compare_dtypes else measure(args)
     text = json.dumps(result, indent=2, default=str)
     if args.out and args.section:  # one file, a section per model / comparison
         whole = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -11,7 +11,6 @@ GPT-2's real architecture config (no weights needed) and the per-node costs meas
 """
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import ROOT, commit, measure, parse_args, round_rows
+from overhead import ROOT, commit, measure, now, parse_args, round_rows
 
 MB = 1024 * 1024
 
@@ -61,10 +60,19 @@ def one_run(model: str, dataset: Path, examples: int, nodes: int, rank: int) -> 
     }  # fmt: skip
 
 
-def gpt2_adapter(rank: int = 8) -> dict[str, int]:
+def record_bytes(shapes: dict[str, tuple[int, ...]], dtype: str) -> int:
+    """Flower's payload size of an adapter with these tensors (npy headers and names included)."""
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    arrays = {name: Array(np.zeros(shape, dtype=dtype)) for name, shape in shapes.items()}
+    return int(ArrayRecord(arrays).count_bytes())
+
+
+def gpt2_adapter(rank: int = 8) -> dict[str, Any]:
     """Trainable tensors of GPT-2 124M with LoRA on `c_attn` + the 2-label head, from its config."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType, get_peft_model, get_peft_model_state_dict
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     config = GPT2Config(num_labels=2, pad_token_id=50256)  # the defaults are GPT-2 124M's
@@ -74,52 +82,74 @@ def gpt2_adapter(rank: int = 8) -> dict[str, int]:
         lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank,
                           target_modules=["c_attn"])  # fmt: skip
         model = get_peft_model(base, lora)
+    shapes = {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     return {
         "layers": config.n_layer,
         "hidden": config.n_embd,
         "base_parameters": total,
+        "base_bytes_float32": total * 4,
         "trainable_parameters": sum(p.numel() for p in trainable),
-        "arrays": len(trainable),
+        "arrays": len(shapes),
         "adapter_bytes_float32": sum(p.numel() * 4 for p in trainable),
+        "record_bytes_float32": record_bytes(shapes, "float32"),
+        "record_bytes_16bit": record_bytes(shapes, "float16"),
     }
 
 
-def estimate(runs: list[dict[str, Any]], sites: int = 100) -> dict[str, Any]:
-    """Bytes per round and SuperLink-side memory for `sites` GPT-2 124M nodes, r=8."""
+def demo_record_bytes(model: str) -> int:
+    """Payload size of the measured runs' (tiny GPT-2, r=8) adapter arrays alone."""
+    import torch
+
+    from fedllm.adapter import adapter_state
+    from fedllm.model import build_model, load_tokenizer
+    from fedllm.settings import RunSettings
+
+    run = RunSettings(model=str(Path(model).resolve()))
+    state = adapter_state(build_model(run, load_tokenizer(run.model), torch.device("cpu")))
+    return record_bytes({name: tuple(t.shape) for name, t in state.items()}, "float32")
+
+
+def estimate(runs: list[dict[str, Any]], model: str, sites: int = 100) -> dict[str, Any]:
+    """Bytes per round and SuperLink-side memory for `sites` GPT-2 124M nodes, r=8.
+
+    Payload sizes are exact for GPT-2's arrays plus the metrics/config records measured here;
+    memory extrapolates the growth measured from 2 to 8 nodes.
+    """
     adapter = gpt2_adapter()
-    size = adapter["adapter_bytes_float32"]
-    # Measured framing: payload bytes over raw adapter bytes (npy headers, names, metrics).
-    framing_up = statistics.fmean(
-        run["bytes_up_per_node_round"] / run["adapter_bytes"] for run in runs
-    )
-    framing_down = statistics.fmean(
-        run["bytes_down_per_node_round"] / run["adapter_bytes"] for run in runs
-    )
-    by_nodes = sorted((run["nodes"], run) for run in runs if run["lora_r"] == 8)
-    (n0, small), (n1, large) = by_nodes[0], by_nodes[-1]
-    superlink_per_node = (large["superlink_peak_rss_mb"] - small["superlink_peak_rss_mb"]) / (
-        n1 - n0
-    )
-    serverapp_per_node = (large["serverapp_peak_rss_mb"] - small["serverapp_peak_rss_mb"]) / (
-        n1 - n0
-    )
-    up = sites * size * framing_up
-    down = sites * size * framing_down
+    measured = [run for run in runs if run["lora_r"] == 8]
+    arrays = demo_record_bytes(model)
+    metrics = statistics.fmean(run["bytes_up_per_node_round"] for run in measured) - arrays
+    config = statistics.fmean(run["bytes_down_per_node_round"] for run in measured) - arrays
+    up = adapter["record_bytes_float32"] + metrics
+    up16 = adapter["record_bytes_16bit"] + metrics
+    down = adapter["record_bytes_float32"] + config
+    (n0, small), (n1, large) = sorted((run["nodes"], run) for run in measured)[:: len(measured) - 1]
+    slope = (large["superlink_peak_rss_mb"] - small["superlink_peak_rss_mb"]) / (n1 - n0)
+    replies_mb = sites * adapter["record_bytes_float32"] / MB
+    serverapp_mb = small["serverapp_peak_rss_mb"] + adapter["base_bytes_float32"] / MB + replies_mb
     return {
         "sites": sites,
         "gpt2_124m_lora_r8": adapter,
-        "upload_per_round_bytes": up,
-        "upload_per_round_bytes_float16": up / 2,
-        "download_per_round_bytes_train": down,
-        "download_per_round_bytes_with_federated_evaluation": 2 * down,
-        "serverapp_reply_memory_bytes": sites * size,
-        "measured_superlink_rss_mb_per_node": superlink_per_node,
-        "measured_serverapp_rss_mb_per_node": serverapp_per_node,
+        "bytes_up_per_node_round": up,
+        "bytes_up_per_node_round_16bit": up16,
+        "bytes_down_per_node_round_train": down,
+        "bytes_per_round_all_sites": {
+            "upload": sites * up,
+            "upload_16bit": sites * up16,
+            "download_train": sites * down,
+            "download_train_and_federated_evaluation": 2 * sites * down,
+        },
+        "superlink_rss_mb_per_node_measured": slope,
+        "superlink_rss_mb_estimate": small["superlink_peak_rss_mb"] + slope * (sites - n0),
+        "serverapp_replies_mb": replies_mb,
+        "serverapp_rss_mb_estimate": serverapp_mb,
         "notes": (
-            "The SuperLink keeps messages and their objects in SQLite (--database), so its RSS "
-            "grows little with replies; the ServerApp holds every reply's arrays until it "
-            "aggregates (sites x adapter bytes as numpy float32, plus one aggregate)."
+            "flower-superlink keeps messages and objects in SQLite (--database): replies pass "
+            "through its disk, its RSS grows by the per-node figure measured here. The "
+            "ServerApp holds every reply until it aggregates (sites x adapter) besides its own "
+            "copy of the model for centralized evaluation; its measured tiny-model RSS is the "
+            "base the GPT-2 weights and replies are added to."
         ),
     }
 
@@ -131,17 +161,18 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=800)
     parser.add_argument("--nodes", default="2,4,8")
     parser.add_argument("--ranks", default="4,16,64")
+    parser.add_argument("--runs", type=Path, help="an earlier --out file: reuse its runs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    runs = [
-        one_run(args.model, args.dataset, args.examples, int(n), 8) for n in args.nodes.split(",")
-    ]
-    runs += [
-        one_run(args.model, args.dataset, args.examples, 2, int(r)) for r in args.ranks.split(",")
-    ]
-    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    result = {"runs": runs, "estimate": estimate(runs), "commit": commit(),
-              "cpus": os.cpu_count(), "date": date}  # fmt: skip
+    if args.runs:  # measured earlier: recompute the estimate only
+        result = json.loads(args.runs.read_text())
+    else:
+        runs = [one_run(args.model, args.dataset, args.examples, int(n), 8)
+                for n in args.nodes.split(",")]  # fmt: skip
+        runs += [one_run(args.model, args.dataset, args.examples, 2, int(r))
+                 for r in args.ranks.split(",")]  # fmt: skip
+        result = {"runs": runs, "commit": commit(), "cpus": os.cpu_count(), "date": now()}
+    result["estimate"] = estimate(result["runs"], args.model)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

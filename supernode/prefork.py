@@ -48,6 +48,11 @@ PRELOAD = (
     "flwr.clientapp",
 )
 ENTRY = "flwr.supernode.cli.flwr_clientapp:flwr_clientapp"
+# Flower's SuperNode lets its SuperExec start a ClientApp before it has pulled the message's
+# objects from the SuperLink; a ClientApp that asks for them too early waits 1 s, then 2 s...
+# Flower's own `flwr-clientapp` imports for seconds first and rarely asks early, a forked one
+# always does: it retries after 0.05 s, doubling up to 2 s (Flower's 500 tries still apply).
+PULL_BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 2.0}
 PR_SET_PDEATHSIG = 1
 LAUNCHER = """#!{python} -S
 # fedllm: ask the prefork server to fork this ClientApp, else run Flower's own.
@@ -125,6 +130,16 @@ def run_child(request: dict[str, Any], entry: str) -> None:
         os._exit(code)
 
 
+def prompt_pulls() -> None:
+    """Shorter retries when a forked ClientApp pulls its message from the SuperNode."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    defaults = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
+    if defaults is None or not set(PULL_BACKOFF) <= set(defaults):
+        raise RuntimeError("supernode.prefork: re-check flwr's pull_and_inflate_object_from_tree")
+    defaults.update(PULL_BACKOFF)
+
+
 def reap() -> None:
     """Collect exited children so none stays a zombie."""
     with contextlib.suppress(ChildProcessError):
@@ -141,6 +156,8 @@ def serve(socket_path: Path, preload: tuple[str, ...] = PRELOAD, entry: str = EN
     listener.listen(64)
     for module in preload:
         importlib.import_module(module)
+    if entry == ENTRY:
+        prompt_pulls()
     listener.settimeout(1.0)
     while True:
         reap()
@@ -169,18 +186,25 @@ def start() -> subprocess.Popen[bytes] | None:
     """Start the server beside this SuperNode and put its launcher first on PATH.
 
     Call before Flower starts its SuperExec, which inherits PATH. `FEDLLM_PREFORK=0` keeps
-    Flower's plain `flwr-clientapp`.
+    Flower's plain `flwr-clientapp`, and so does a host where the server cannot be set up
+    (no writable temporary directory, no `flwr-clientapp` to fall back to).
     """
     from fedllm.processes import flower_bin
 
     if os.environ.get("FEDLLM_PREFORK", "1") == "0":
         return None
-    directory = private_dir()
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    socket_path = directory / "clientapp.sock"
-    launcher = write_launcher(directory / "bin", socket_path, flower_bin("flwr-clientapp"))
-    command = [sys.executable, "-P", __file__, "--socket", str(socket_path)]
-    server = subprocess.Popen(command)
+    real = shutil.which(flower_bin("flwr-clientapp"))
+    try:
+        if real is None:
+            raise OSError("flwr-clientapp not found")
+        directory = private_dir()
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        socket_path = directory / "clientapp.sock"
+        launcher = write_launcher(directory / "bin", socket_path, real)
+        server = subprocess.Popen([sys.executable, "-P", __file__, "--socket", str(socket_path)])
+    except OSError as err:
+        print(f"fedllm: ClientApps start without prefork: {err}", file=sys.stderr, flush=True)
+        return None
     os.environ["PATH"] = f"{launcher.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return server
 

@@ -6,6 +6,7 @@ import flwr
 import flwr.supernode.start_client_internal as loop
 import pytest
 
+from fedllm.errors import FedllmError
 from supernode import polling
 
 
@@ -29,3 +30,12 @@ def test_an_unread_flower_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeError, match="re-check the sleeps"):
         polling.shorten_waits()
     assert loop.time is time
+
+
+def test_the_idle_wait_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDLLM_NODE_POLL_SECONDS", "3")
+    polling.shorten_waits()
+    assert loop.time.idle == 3.0
+    monkeypatch.setenv("FEDLLM_NODE_POLL_SECONDS", "soon")
+    with pytest.raises(FedllmError, match="FEDLLM_NODE_POLL_SECONDS"):
+        polling.shorten_waits()

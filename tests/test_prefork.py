@@ -5,12 +5,13 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from supernode.prefork import write_launcher
+from supernode.prefork import PULL_BACKOFF, prompt_pulls, start, write_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = """
@@ -83,3 +84,41 @@ def test_without_a_server_flowers_own_runs(setup: tuple[Path, Path], tmp_path: P
     out = tmp_path / "real.txt"
     launch(launcher, out, cwd=tmp_path)
     assert out.read_text().strip() == f"real {out}"
+
+
+def test_forked_clientapps_retry_pulls_sooner(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.supercore.inflatable import inflatable_utils
+
+    defaults = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setattr(inflatable_utils.pull_and_inflate_object_from_tree, "__kwdefaults__",
+                        dict(defaults))  # fmt: skip
+    prompt_pulls()
+    changed = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
+    assert {key: changed[key] for key in PULL_BACKOFF} == PULL_BACKOFF
+
+
+def test_start_puts_the_launcher_first_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", os.environ["PATH"])  # restored afterwards
+    server = start()
+    assert server is not None
+    try:
+        first = Path(os.environ["PATH"].split(os.pathsep)[0])
+        assert (first / "flwr-clientapp").is_file()
+        assert stat.S_IMODE(first.parent.stat().st_mode) == 0o700
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("why", ["disabled", "no temporary directory"])
+def test_without_prefork_path_is_left_alone(
+    why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if why == "disabled":
+        monkeypatch.setenv("FEDLLM_PREFORK", "0")
+    else:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    before = os.environ["PATH"]
+    assert start() is None
+    assert os.environ["PATH"] == before
