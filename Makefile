@@ -9,7 +9,7 @@ ROUNDS ?= 3
 MODEL ?= $(DEMO)/model
 DATASET ?= $(DEMO)/reviews.parquet
 
-.PHONY: run test test-containers lint system bench-quality
+.PHONY: run test test-containers lint system bench-quality bench-overhead bench-scaling
 
 system:
 	scripts/system-deps.sh
@@ -50,3 +50,19 @@ test-containers: $(BIN)/.installed $(BIN)/.deploy-tools
 bench-quality: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/quality.py --out bench/quality.json
+
+# A SuperNode vs a bare PEFT loop (MiniLM on real reviews, then the tiny GPT-2): bench/overhead.json.
+BENCH_DEMO := runs/bench-demo
+$(BENCH_DEMO)/reviews.parquet: | $(BIN)/.installed
+	$(BIN)/fedllm demo-assets --reviews 4000 $(BENCH_DEMO)
+
+bench-overhead: $(BIN)/.installed $(BENCH_DEMO)/reviews.parquet
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/overhead.py --model minilm --examples 600 --out bench/overhead.json --section minilm
+	$(BIN)/python bench/overhead.py --model $(BENCH_DEMO)/model --dataset $(BENCH_DEMO)/reviews.parquet \
+		--examples 4000 --rounds 3 --out bench/overhead.json --section tiny-gpt2
+
+# Round time and bytes vs nodes and LoRA rank, and the 100-site estimate: bench/scaling.json.
+bench-scaling: $(BIN)/.installed $(BENCH_DEMO)/reviews.parquet
+	$(BIN)/python bench/scaling.py --model $(BENCH_DEMO)/model --dataset $(BENCH_DEMO)/reviews.parquet \
+		--out bench/scaling.json
