@@ -70,3 +70,23 @@ def test_gpu_memory_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
         assert value("fedllm_gpu_memory_reserved_bytes", **labels) == 200 + int(device)
         assert value("fedllm_gpu_memory_peak_allocated_bytes", **labels) == 300 + int(device)
         assert value("fedllm_gpu_memory_total_bytes", **labels) == 80 * 2**30
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_memory_on_a_real_device() -> None:
+    """What a CUDA host exports while a process holds 256 MiB on its first GPU."""
+    held = torch.empty(256 * MIB, dtype=torch.uint8, device="cuda:0")
+    record_gpu("cuda-app")
+    labels = {"process": "cuda-app", "device": "0"}
+    allocated = value("fedllm_gpu_memory_allocated_bytes", **labels)
+    assert allocated is not None and allocated >= held.numel()
+    reserved = value("fedllm_gpu_memory_reserved_bytes", **labels)
+    assert reserved is not None and reserved >= allocated
+    peak = value("fedllm_gpu_memory_peak_allocated_bytes", **labels)
+    assert peak is not None and peak >= allocated
+    total = torch.cuda.get_device_properties(0).total_memory
+    assert value("fedllm_gpu_memory_total_bytes", **labels) == total
+    del held
+    record_gpu("cuda-app")
+    after = value("fedllm_gpu_memory_allocated_bytes", **labels)
+    assert after is not None and after < allocated
