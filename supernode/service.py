@@ -7,12 +7,16 @@ from pathlib import Path
 from fedllm.certcheck import check_certificate
 from fedllm.mtls import present_client_certificate
 from fedllm.processes import stop_descendants
-from supernode import polling, prefork
+from supernode import polling, prefork, reconnect
 
 # Flower's SuperExec asks its SuperNode for a task (a message to start a ClientApp for) every
 # second. Every 0.5 s starts a ClientApp 0.25 s sooner on average; an idle node then uses
 # 1.2% of a CPU (measured: 0.8% at 1 s, 4.4% at 0.1 s: CPU a training node would lose).
 SUPEREXEC_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.5"}
+LOST = (
+    "Flower's SuperNode gave up on the SuperLink (its error is logged above); exiting so that"
+    " a restart joins the federation again"
+)
 
 
 def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port: int) -> None:
@@ -25,7 +29,8 @@ def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port
         os.environ.setdefault(variable, value)  # inherited by the SuperExec Flower starts
     prefork.start()  # ClientApps forked from a parent that has imported torch & co.
     polling.shorten_waits()  # messages seen within 1 s, replies sent within 0.05 s
-    from flwr.supercore.exit import add_exit_handler
+    reconnect.retry_cut_handshakes()  # a SuperLink restarting behind a proxy is waited for
+    from flwr.supercore.exit import ExitCode, add_exit_handler, flwr_exit
     from flwr.supernode.cli import flower_supernode
 
     # On SIGTERM/SIGINT, before Flower's 5 s force-exit timer starts: take the SuperExec and
@@ -40,3 +45,12 @@ def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port
         "--port", str(runtime_port),
     ]  # fmt: skip
     flower_supernode()
+    # Flower's Fleet loop only ends when it gives up on the SuperLink, after an error it takes
+    # for permanent (an SSL/TLS error other than a cut-short handshake, see supernode.reconnect;
+    # an HTTP status it does not retry). It then returns without stopping its Runtime API
+    # thread, which kept this process alive (and healthy to a health check) but outside the
+    # federation for good: a ServerApp waiting for `min-nodes` waited forever. Exit instead,
+    # through Flower's exit path (the handler above stops the SuperExec and ClientApps,
+    # Flower's own the Runtime API), so that the restart policy or `fedllm up` starts a node
+    # that registers again.
+    flwr_exit(ExitCode.SUPERNODE_CONNECTION_ERROR, LOST)
