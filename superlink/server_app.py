@@ -14,6 +14,7 @@ from fedllm.batches import make_loader
 from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
 from fedllm.partition import server_holdout
+from fedllm.reply_pulls import prompt_reply_pulls
 from fedllm.round_grid import RoundGrid
 from fedllm.settings import RunSettings, from_flower_config
 from fedllm.telemetry.rounds import RunTelemetry
@@ -39,6 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     run = from_flower_config(RunSettings, context.run_config)
     run_dir = Path(run.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    prompt_reply_pulls()  # a reply still arriving is retried after 0.05 s, not 1 s
     telemetry = RunTelemetry(context.run_id, run.strategy, run.num_server_rounds)
     write_status(run_dir, "running", run_id=context.run_id)
     telemetry.state("running")

@@ -1,0 +1,60 @@
+"""Prompt retries when a message is pulled while its objects are still arriving.
+
+The SuperLink hands out a message as soon as its sender has pushed the message itself, while
+the sender is still pushing its objects (the adapter's arrays, ~0.2 s on loopback). Flower
+1.42 pulls them with `pull_objects`' defaults: an object not there yet is asked for again
+after 1 s, then 2 s... up to 10 s. The ServerApp, polling for replies every 0.2 s
+(`fedllm.round_grid`), nearly always lands in that window for a round's last reply, and so
+does a SuperNode polling quickly after a message (`supernode.polling`) for the next one: the
+round then lost ~1 s. `prompt_pulls(module)` gives that module's `pull_objects` a 0.05 s
+first retry doubling to 2 s (Flower's 500 tries per object still apply). It is
+version-guarded like `supernode.polling`: a Flower that pulls differently is refused.
+"""
+
+import inspect
+from functools import partial
+from types import ModuleType
+
+import flwr
+from flwr.supercore.inflatable import inflatable_utils
+
+SUPPORTED_FLOWER = "1.42."
+BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 2.0}
+FLOWER_BACKOFF = {"initial_backoff": 1, "backoff_cap": 10}  # as written in Flower 1.42
+
+
+def check_flower(module: ModuleType) -> None:
+    """Refuse a Flower whose `module` does not call `pull_objects` with its defaults."""
+    defaults = inflatable_utils.pull_objects.__kwdefaults__ or {}
+    imported = getattr(module, "pull_objects", None) is inflatable_utils.pull_objects
+    source = inspect.getsource(module) if imported else ""
+    if (
+        not flwr.__version__.startswith(SUPPORTED_FLOWER)
+        or not imported
+        or {key: defaults.get(key) for key in FLOWER_BACKOFF} != FLOWER_BACKOFF
+        or "pull_objects(" not in source
+        or any(key in source for key in FLOWER_BACKOFF)
+    ):
+        raise RuntimeError(
+            f"fedllm.reply_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
+            f" re-check how {module.__name__} pulls message objects"
+        )
+
+
+def prompt_pulls(module: ModuleType) -> None:
+    """From now on, `module` retries an object that is not there yet sooner (idempotent)."""
+    if isinstance(getattr(module, "pull_objects", None), partial):
+        return
+    check_flower(module)
+    module.pull_objects = partial(  # type: ignore[attr-defined]
+        inflatable_utils.pull_objects,
+        initial_backoff=BACKOFF["initial_backoff"],
+        backoff_cap=BACKOFF["backoff_cap"],
+    )
+
+
+def prompt_reply_pulls() -> None:
+    """The ServerApp's grid (this process) pulls a reply still arriving promptly."""
+    from flwr.superlink.grid import http_grid
+
+    prompt_pulls(http_grid)
