@@ -29,7 +29,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 # Environment variables that change how nodes start ClientApps and poll.
-TUNABLES = ("FEDLLM_PREFORK", "FEDLLM_NODE_POLL_SECONDS", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL")
+TUNABLES = (
+    "FEDLLM_PREFORK",
+    "FEDLLM_NODE_POLL_SECONDS",
+    "FEDLLM_NODE_BURST_SECONDS",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL",
+)
 
 
 def minilm_path() -> str:
