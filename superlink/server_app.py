@@ -13,8 +13,8 @@ from fedllm.adapter import load_arrays, to_arrays
 from fedllm.batches import make_loader
 from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
+from fedllm.object_pulls import prompt_reply_pulls
 from fedllm.partition import server_holdout
-from fedllm.reply_pulls import prompt_reply_pulls
 from fedllm.round_grid import RoundGrid
 from fedllm.settings import RunSettings, from_flower_config
 from fedllm.telemetry.rounds import RunTelemetry

@@ -9,7 +9,7 @@ For `burst` seconds after the node last handled a message, empty pulls are `BURS
 apart instead: a federation's next message (evaluate after train, the next round) usually
 follows within seconds, and a round waits for the last node to see it. A node that now pulls
 a message while the ServerApp is still pushing its objects retries them after 0.05 s, not
-Flower's 1 s (`fedllm.reply_pulls`).
+Flower's 1 s (`fedllm.object_pulls`).
 Cost: an idle node makes 1/idle requests per second to the SuperLink instead of 1/3, and
 1/`BURST_PACE` for `burst` seconds after each message; `FEDLLM_NODE_POLL_SECONDS` sets
 `idle` (3 restores Flower's pace, e.g. for many sites), `FEDLLM_NODE_BURST_SECONDS` sets
@@ -28,7 +28,7 @@ import flwr
 import flwr.supernode.start_client_internal as loop
 
 from fedllm.errors import FedllmError
-from fedllm.reply_pulls import prompt_pulls
+from fedllm.object_pulls import prompt_pulls
 
 SUPPORTED_FLOWER = "1.42."
 FLOWER_IDLE, FLOWER_LOCAL = 3, 0.5  # the sleeps in Flower's loop, as written in its source

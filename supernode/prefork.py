@@ -48,11 +48,6 @@ PRELOAD = (
     "flwr.clientapp",
 )
 ENTRY = "flwr.supernode.cli.flwr_clientapp:flwr_clientapp"
-# Flower's SuperNode lets its SuperExec start a ClientApp before it has pulled the message's
-# objects from the SuperLink; a ClientApp that asks for them too early waits 1 s, then 2 s...
-# Flower's own `flwr-clientapp` imports for seconds first and rarely asks early, a forked one
-# always does: it retries after 0.05 s, doubling up to 2 s (Flower's 500 tries still apply).
-PULL_BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 2.0}
 PR_SET_PDEATHSIG = 1
 LAUNCHER = """#!{python} -S
 # fedllm: ask the prefork server to fork this ClientApp, else run Flower's own.
@@ -130,16 +125,6 @@ def run_child(request: dict[str, Any], entry: str) -> None:
         os._exit(code)
 
 
-def prompt_pulls() -> None:
-    """Shorter retries when a forked ClientApp pulls its message from the SuperNode."""
-    from flwr.supercore.inflatable import inflatable_utils
-
-    defaults = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
-    if defaults is None or not set(PULL_BACKOFF) <= set(defaults):
-        raise RuntimeError("supernode.prefork: re-check flwr's pull_and_inflate_object_from_tree")
-    defaults.update(PULL_BACKOFF)
-
-
 def reap() -> None:
     """Collect exited children so none stays a zombie."""
     with contextlib.suppress(ChildProcessError):
@@ -156,8 +141,10 @@ def serve(socket_path: Path, preload: tuple[str, ...] = PRELOAD, entry: str = EN
     listener.listen(64)
     for module in preload:
         importlib.import_module(module)
-    if entry == ENTRY:
-        prompt_pulls()
+    if entry == ENTRY:  # a forked ClientApp asks for its message's objects early
+        from fedllm.object_pulls import prompt_clientapp_pulls
+
+        prompt_clientapp_pulls()
     listener.settimeout(1.0)
     while True:
         reap()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supernode.prefork import PULL_BACKOFF, prompt_pulls, start, write_launcher
+from supernode.prefork import start, write_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = """
@@ -84,18 +84,6 @@ def test_without_a_server_flowers_own_runs(setup: tuple[Path, Path], tmp_path: P
     out = tmp_path / "real.txt"
     launch(launcher, out, cwd=tmp_path)
     assert out.read_text().strip() == f"real {out}"
-
-
-def test_forked_clientapps_retry_pulls_sooner(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flwr.supercore.inflatable import inflatable_utils
-
-    defaults = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
-    assert defaults is not None
-    monkeypatch.setattr(inflatable_utils.pull_and_inflate_object_from_tree, "__kwdefaults__",
-                        dict(defaults))  # fmt: skip
-    prompt_pulls()
-    changed = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
-    assert {key: changed[key] for key in PULL_BACKOFF} == PULL_BACKOFF
 
 
 def test_start_puts_the_launcher_first_on_path(monkeypatch: pytest.MonkeyPatch) -> None:

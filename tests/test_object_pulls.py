@@ -10,7 +10,7 @@ from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 from flwr.superlink.grid import http_grid
 
-from fedllm import reply_pulls
+from fedllm import object_pulls
 from supernode import polling
 
 
@@ -35,8 +35,8 @@ def arriving_after(seconds: float) -> tuple[list[float], Callable[[str], bytes]]
 
 
 def test_a_reply_still_arriving_is_pulled_soon_after_it_arrives() -> None:
-    reply_pulls.prompt_reply_pulls()
-    reply_pulls.prompt_reply_pulls()  # idempotent
+    object_pulls.prompt_reply_pulls()
+    object_pulls.prompt_reply_pulls()  # idempotent
     tries, pull = arriving_after(0.2)
     started = time.monotonic()
     assert http_grid.pull_objects(["a"], pull) == {"a": b"content"}
@@ -62,13 +62,24 @@ def test_flowers_own_pull_is_what_was_patched() -> None:
 def test_an_unread_flower_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(flwr, "__version__", "1.43.0")
     with pytest.raises(RuntimeError, match="re-check how"):
-        reply_pulls.prompt_reply_pulls()
+        object_pulls.prompt_reply_pulls()
     assert http_grid.pull_objects is inflatable_utils.pull_objects
 
 
 def test_a_module_that_pulls_differently_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_grid, "pull_objects", lambda *args, **kwargs: {})
     with pytest.raises(RuntimeError, match="re-check how"):
-        reply_pulls.prompt_reply_pulls()
+        object_pulls.prompt_reply_pulls()
     with pytest.raises(RuntimeError, match="re-check how"):
-        reply_pulls.prompt_pulls(time)  # no pull_objects at all
+        object_pulls.prompt_pulls(time)  # no pull_objects at all
+
+
+def test_a_clientapp_pulls_its_message_promptly(monkeypatch: pytest.MonkeyPatch) -> None:
+    pull = inflatable_utils.pull_and_inflate_object_from_tree
+    assert pull.__kwdefaults__ is not None
+    monkeypatch.setattr(pull, "__kwdefaults__", dict(pull.__kwdefaults__))
+    object_pulls.prompt_clientapp_pulls()
+    assert {key: pull.__kwdefaults__[key] for key in object_pulls.BACKOFF} == object_pulls.BACKOFF
+    monkeypatch.setattr(flwr, "__version__", "1.43.0")
+    with pytest.raises(RuntimeError, match="re-check"):
+        object_pulls.prompt_clientapp_pulls()

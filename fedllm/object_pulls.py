@@ -6,9 +6,12 @@ the sender is still pushing its objects (the adapter's arrays, ~0.2 s on loopbac
 after 1 s, then 2 s... up to 10 s. The ServerApp, polling for replies every 0.2 s
 (`fedllm.round_grid`), nearly always lands in that window for a round's last reply, and so
 does a SuperNode polling quickly after a message (`supernode.polling`) for the next one: the
-round then lost ~1 s. `prompt_pulls(module)` gives that module's `pull_objects` a 0.05 s
-first retry doubling to 2 s (Flower's 500 tries per object still apply). It is
-version-guarded like `supernode.polling`: a Flower that pulls differently is refused.
+round then lost ~1 s. Likewise a SuperExec starts a ClientApp before its SuperNode has
+pulled the message's objects: Flower's own `flwr-clientapp` imports for seconds first and
+rarely asks early, a forked one (`supernode.prefork`) always does. `prompt_pulls(module)`
+gives that module's `pull_objects`, and `prompt_clientapp_pulls()` a ClientApp's pull of its
+message, a 0.05 s first retry doubling to 2 s (Flower's 500 tries per object still apply).
+Version-guarded like `supernode.polling`: a Flower that pulls differently is refused.
 """
 
 import inspect
@@ -36,7 +39,7 @@ def check_flower(module: ModuleType) -> None:
         or any(key in source for key in FLOWER_BACKOFF)
     ):
         raise RuntimeError(
-            f"fedllm.reply_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
+            f"fedllm.object_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
             f" re-check how {module.__name__} pulls message objects"
         )
 
@@ -58,3 +61,18 @@ def prompt_reply_pulls() -> None:
     from flwr.superlink.grid import http_grid
 
     prompt_pulls(http_grid)
+
+
+def prompt_clientapp_pulls() -> None:
+    """A ClientApp (this process) pulls a message whose objects are still arriving promptly."""
+    defaults = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
+    if (
+        not flwr.__version__.startswith(SUPPORTED_FLOWER)
+        or defaults is None
+        or not set(BACKOFF) <= set(defaults)
+    ):
+        raise RuntimeError(
+            f"fedllm.object_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
+            " re-check pull_and_inflate_object_from_tree"
+        )
+    defaults.update(BACKOFF)
