@@ -26,6 +26,14 @@ BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 2.0}
 FLOWER_BACKOFF = {"initial_backoff": 1, "backoff_cap": 10}  # as written in Flower 1.42
 
 
+def unsupported(what: str) -> RuntimeError:
+    """The error for a Flower this module was not written against."""
+    return RuntimeError(
+        f"fedllm.object_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
+        f" re-check {what}"
+    )
+
+
 def check_flower(module: ModuleType) -> None:
     """Refuse a Flower whose `module` does not call `pull_objects` with its defaults."""
     defaults = inflatable_utils.pull_objects.__kwdefaults__ or {}
@@ -38,10 +46,7 @@ def check_flower(module: ModuleType) -> None:
         or "pull_objects(" not in source
         or any(key in source for key in FLOWER_BACKOFF)
     ):
-        raise RuntimeError(
-            f"fedllm.object_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
-            f" re-check how {module.__name__} pulls message objects"
-        )
+        raise unsupported(f"how {module.__name__} pulls message objects")
 
 
 def prompt_pulls(module: ModuleType) -> None:
@@ -71,8 +76,5 @@ def prompt_clientapp_pulls() -> None:
         or defaults is None
         or not set(BACKOFF) <= set(defaults)
     ):
-        raise RuntimeError(
-            f"fedllm.object_pulls supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
-            " re-check pull_and_inflate_object_from_tree"
-        )
+        raise unsupported("pull_and_inflate_object_from_tree")
     defaults.update(BACKOFF)

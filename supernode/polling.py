@@ -82,17 +82,13 @@ def env_seconds(name: str, default: float, zero: bool = False) -> float:
     return seconds
 
 
-def idle_seconds() -> float:
-    """`FEDLLM_NODE_POLL_SECONDS` when set (a positive number), else `IDLE`."""
-    return env_seconds("FEDLLM_NODE_POLL_SECONDS", IDLE)
-
-
 def shorten_waits(
     idle: float | None = None, local: float = LOCAL, burst: float | None = None
 ) -> None:
     """From now on, this process's SuperNode loop waits `idle` / `local` seconds (idempotent)."""
     check_flower()
-    idle = idle_seconds() if idle is None else idle
+    if idle is None:
+        idle = env_seconds("FEDLLM_NODE_POLL_SECONDS", IDLE)
     if burst is None:
         burst = env_seconds("FEDLLM_NODE_BURST_SECONDS", BURST, zero=True)
     loop.time = Waits(idle, local, burst)
