@@ -6,13 +6,13 @@ import signal
 import sys
 import tempfile
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import click
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from fedllm.errors import FedllmError, Terminated, raise_terminated
 from fedllm.settings import RunSettings, build
@@ -24,6 +24,16 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+
+class OutputFormat(StrEnum):
+    """How `fedllm predict` prints its results."""
+
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
 MetricsPort = Annotated[int, typer.Option(help="Prometheus exporter port (0: no exporter).")]
 MetricsHost = Annotated[str, typer.Option(help="Address the Prometheus exporter listens on.")]
 MetricsDir = Annotated[
@@ -116,7 +126,8 @@ def submit_command(
     from fedllm.certcheck import check_certificate
     from fedllm.operator import Operator
     from fedllm.submit import run_remote_job
-    from fedllm.up import APP_DIR, print_summary
+    from fedllm.summary import print_summary
+    from fedllm.up import APP_DIR
 
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
@@ -208,27 +219,26 @@ def predict_command(
     texts: Annotated[list[str] | None, typer.Argument(help="Reviews to classify.")] = None,
     run_dir: Annotated[Path, typer.Option(help="Run directory with final/.")] = Path("runs"),
     file: Annotated[Path | None, typer.Option(help="File with one review per line.")] = None,
+    format_: Annotated[
+        OutputFormat, typer.Option("--format", help="table, or one record per review.")
+    ] = OutputFormat.table,
 ) -> None:
-    """Print the label and its probability for each review."""
-    from fedllm.predict import predict
+    """Print the label and its probability for each review (blank lines: no label)."""
+    from fedllm.predict import predict, read_reviews
+    from fedllm.predictions import write_predictions
 
-    reviews = list(texts or [])
-    if file is not None:
-        if not file.is_file():
-            raise FedllmError(f"file not found: {file}")
-        reviews += [line for line in file.read_text().splitlines() if line.strip()]
+    if texts and file is not None:
+        raise FedllmError("give reviews as arguments or with --file, not both")
+    reviews = read_reviews(file) if file is not None else list(texts or [])
     if not reviews:
         raise FedllmError("give reviews as arguments or with --file")
-    table = Table("label", "probability", "review")
-    for review, (label, probability) in zip(reviews, predict(run_dir, reviews), strict=True):
-        table.add_row(label, f"{probability:.3f}", review[:80])
-    console.print(table)
+    write_predictions(reviews, predict(run_dir, reviews), format_.value, console)
 
 
 @app.command("demo-assets")
 def demo_assets_command(
     target: Annotated[Path, typer.Argument(help="Directory to write into.")],
-    reviews: Annotated[int, typer.Option(min=8, help="Synthetic reviews to write.")] = 400,
+    reviews: Annotated[int, typer.Option(min=8, help="Synthetic reviews to write.")] = 4000,
 ) -> None:
     """Write a tiny GPT-2 (model/) and synthetic reviews (reviews.parquet) for offline runs."""
     from fedllm.demo import write_demo_assets

@@ -21,15 +21,21 @@ UNK = "<unk>"
 
 
 def synthetic_reviews(count: int, seed: int = 0) -> pd.DataFrame:
-    """Balanced reviews whose label follows the sentiment words they contain."""
+    """Balanced reviews whose label is the sentiment most of their sentiment words carry.
+
+    Two to four words of the review's sentiment and, in half the reviews, one of the other
+    sentiment, at random places among neutral words: no single word, and no position, tells
+    the label; counting the sentiment words does.
+    """
     rng = random.Random(seed)
     rows = []
     for index in range(count):
         label = index % 2
         words = rng.choices(NEUTRAL, k=rng.randint(6, 14))
-        cues = POSITIVE if label else NEGATIVE
-        for _ in range(rng.randint(2, 4)):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(cues))
+        cues, contrary = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
+        sentiment = rng.choices(cues, k=rng.randint(2, 4)) + rng.choices(contrary, k=index // 2 % 2)
+        for word in sentiment:
+            words.insert(rng.randrange(len(words) + 1), word)
         rows.append({"text": " ".join(words), "label": label})
     return pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
@@ -62,7 +68,7 @@ def write_tiny_gpt2(target: Path, seed: int = 0) -> Path:
     return target
 
 
-def write_demo_assets(target: Path, reviews: int = 400, seed: int = 0) -> tuple[Path, Path]:
+def write_demo_assets(target: Path, reviews: int = 4000, seed: int = 0) -> tuple[Path, Path]:
     """Write `model/` and `reviews.parquet` under `target`; return both paths."""
     target.mkdir(parents=True, exist_ok=True)
     model_dir = write_tiny_gpt2(target / "model", seed)

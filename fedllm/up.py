@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from fedllm import pki
 from fedllm.federation import LocalFederation
 from fedllm.preflight import check_certs, check_run
 from fedllm.settings import RunSettings
+from fedllm.summary import print_summary
 from fedllm.supervisor import run_job
 from fedllm.telemetry.exporter import check_free
 from fedllm.telemetry.prometheus import local_prometheus, prometheus_binary
@@ -70,25 +70,3 @@ def up(
         console.print(f"SuperLink gateway on {federation.address} (mutual TLS), {nodes} SuperNodes")
         run_id, history = run_job(federation, run, APP_DIR, console, timeout)
     return print_summary(run, run_id, history, time.monotonic() - started, console)
-
-
-def print_summary(
-    run: RunSettings, run_id: int, history: list[dict[str, Any]], seconds: float, console: Console
-) -> dict[str, Any]:
-    """The finished run as a table: id, final accuracy and F1, where the adapter is."""
-    run_dir = Path(run.run_dir)
-    final = history[-1].get("centralized", {}) if history else {}
-    summary = {
-        "run-id": run_id,
-        "rounds": run.num_server_rounds,
-        "final-accuracy": final.get("accuracy"),
-        "final-f1": final.get("f1"),
-        "adapter": str(run_dir / "final"),
-        "run-dir": str(run_dir),
-        "seconds": round(seconds, 1),
-    }
-    table = Table(title="fedllm run finished", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
-    return summary

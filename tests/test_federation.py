@@ -1,8 +1,11 @@
 """The local federation through real SuperLink/SuperNode processes on loopback TLS."""
 
+import csv
+import io
 import json
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,7 @@ def finished_run(demo_assets: tuple[Path, Path], tmp_path_factory: pytest.TempPa
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fedllm run finished" in result.stdout
+    assert f"fedllm predict --run-dir {run_dir} " in result.stdout
     return run_dir
 
 
@@ -106,6 +110,32 @@ def test_predict_uses_the_final_adapter(finished_run: Path) -> None:
     labels = [line for line in result.stdout.splitlines() if "film" in line]
     assert len(labels) == 2
     assert all(("positive" in line) != ("negative" in line) for line in labels)
+
+
+def test_predict_scores_a_file_one_record_per_line(finished_run: Path, tmp_path: Path) -> None:
+    """U+0085, U+2028 and form feeds stay inside their line; a blank line gets no label."""
+    lines = ["a great\x85 film", "", "an awful\u2028 film\x0c too", "a great film\r", "dull"]
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_bytes("\n".join(lines).encode() + b"\n")
+    assert int(subprocess.run(["wc", "-l", str(reviews)], capture_output=True, text=True,
+                              check=True).stdout.split()[0]) == len(lines)  # fmt: skip
+    result = fedllm("predict", "--run-dir", str(finished_run), "--file", str(reviews),
+                    "--format", "jsonl")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["line"] for record in records] == [1, 2, 3, 4, 5]
+    assert records[1] == {"line": 2, "label": None, "probability": None}
+    for record in records[:1] + records[2:]:
+        assert record["label"] in ("positive", "negative") and 0.5 <= record["probability"] <= 1
+    table = fedllm("predict", "--run-dir", str(finished_run), "a great film", "dull")
+    single = [line for line in table.stdout.splitlines() if "dull" in line]
+    assert records[4]["label"] in single[0]  # the same review scores the same either way
+    as_csv = fedllm("predict", "--run-dir", str(finished_run), "--file", str(reviews),
+                    "--format", "csv")  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(int(row["line"]), row["label"] or None) for row in rows] == [
+        (record["line"], record["label"]) for record in records
+    ]
 
 
 def test_resume_continues_from_the_last_checkpoint(

@@ -1,7 +1,13 @@
-"""Messages pulled while their objects are still arriving are retried within 0.05 s, not 1 s."""
+"""Messages pulled while their objects are still arriving are retried within 0.05 s, not 1 s.
 
+Flower waits between tries with `threading.Event.wait`: the tests record those waits
+instead of timing them, so they do not depend on the machine's load.
+"""
+
+import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import flwr
 import flwr.supernode.start_client_internal as loop
@@ -21,42 +27,51 @@ def restore(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop, "time", time)
 
 
-def arriving_after(seconds: float) -> tuple[list[float], Callable[[str], bytes]]:
-    """A pull function whose object is there `seconds` after the first try; the try times."""
-    tries: list[float] = []
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every wait between tries, in seconds; none of them is slept."""
+    waited: list[float] = []
+
+    class Event(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waited.append(timeout or 0.0)
+            return self.is_set()
+
+    fake = SimpleNamespace(Event=Event, Lock=threading.Lock)
+    monkeypatch.setattr(inflatable_utils, "threading", fake)
+    return waited
+
+
+def arriving_after(tries: int) -> Callable[[str], bytes]:
+    """A pull function whose object is there from its `tries`-th try on."""
+    count = [0]
 
     def pull(object_id: str) -> bytes:
-        tries.append(time.monotonic())
-        if tries[-1] - tries[0] < seconds:
+        count[0] += 1
+        if count[0] < tries:
             raise ObjectUnavailableError(object_id)
         return b"content"
 
-    return tries, pull
+    return pull
 
 
-def test_a_reply_still_arriving_is_pulled_soon_after_it_arrives() -> None:
+def test_a_reply_still_arriving_is_pulled_soon_after_it_arrives(waits: list[float]) -> None:
     object_pulls.prompt_reply_pulls()
     object_pulls.prompt_reply_pulls()  # idempotent
-    tries, pull = arriving_after(0.2)
-    started = time.monotonic()
-    assert http_grid.pull_objects(["a"], pull) == {"a": b"content"}
-    assert time.monotonic() - started < 0.6  # Flower's own first retry alone waits 0.8-1.2 s
-    assert len(tries) >= 3
+    assert http_grid.pull_objects(["a"], arriving_after(4)) == {"a": b"content"}
+    # 0.05 s doubling, each +-20%: Flower's own first retry alone waits 0.8-1.2 s.
+    assert len(waits) == 3 and sum(waits) < (0.05 + 0.1 + 0.2) * 1.2
 
 
-def test_the_supernode_loop_pulls_promptly_too() -> None:
+def test_the_supernode_loop_pulls_promptly_too(waits: list[float]) -> None:
     polling.shorten_waits(idle=1.0)
-    _, pull = arriving_after(0.2)
-    started = time.monotonic()
-    assert loop.pull_objects(["a"], pull) == {"a": b"content"}
-    assert time.monotonic() - started < 0.6
+    assert loop.pull_objects(["a"], arriving_after(4)) == {"a": b"content"}
+    assert len(waits) == 3 and sum(waits) < 0.35 * 1.2
 
 
-def test_flowers_own_pull_is_what_was_patched() -> None:
-    _, pull = arriving_after(0.01)
-    started = time.monotonic()
-    http_grid.pull_objects(["a"], pull)
-    assert time.monotonic() - started > 0.7  # the wait this module exists to shorten
+def test_flowers_own_pull_is_what_was_patched(waits: list[float]) -> None:
+    http_grid.pull_objects(["a"], arriving_after(2))
+    assert waits and waits[0] >= 0.8  # the wait this module exists to shorten
 
 
 def test_an_unread_flower_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

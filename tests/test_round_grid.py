@@ -1,13 +1,13 @@
 """The ServerApp's grid: prompt polling, per-round exchange records, a timeout that holds."""
 
-import time
-
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedllm import round_grid
 from fedllm.round_grid import RoundGrid
+from tests.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +16,14 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
     monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The grid's clock, moved only by its own sleeps: no dependence on machine load."""
+    fake = FakeClock()
+    monkeypatch.setattr(round_grid, "time", fake)
+    return fake
 
 
 class SlowNodes:
@@ -49,24 +57,24 @@ def train_messages(nodes: list[int]) -> list[Message]:
     return [Message(content, dst_node_id=node, message_type="train") for node in nodes]
 
 
-def test_replies_are_collected_as_they_come_and_the_round_is_timed() -> None:
+def test_replies_are_collected_as_they_come_and_the_round_is_timed(clock: FakeClock) -> None:
     nodes = SlowNodes({1: 1, 2: 3})
     grid = RoundGrid(nodes, run_id=1, poll=0.01)  # type: ignore[arg-type]
-    started = time.monotonic()
     replies = list(grid.send_and_receive(train_messages([1, 2]), timeout=10.0))
     assert len(replies) == 2 and nodes.pulls == 3
-    assert time.monotonic() - started < 1.0  # no 3 s sleeps between pulls
+    assert clock.slept == [0.01, 0.01]  # one short poll between pulls, no 3 s sleeps
+    clock.sleep(0.5)  # aggregation
     grid.mark_aggregated("train")
     exchange = grid.take()["train"]
-    assert 0 < exchange["seconds"] <= exchange["aggregated-seconds"]
+    assert exchange["seconds"] == pytest.approx(0.02)
+    assert exchange["aggregated-seconds"] == pytest.approx(0.52)
     assert [node["train-seconds"] for node in exchange["nodes"]] == [0.5, 0.5]
 
 
-def test_a_node_that_never_replies_only_costs_the_timeout() -> None:
+def test_a_node_that_never_replies_only_costs_the_timeout(clock: FakeClock) -> None:
     grid = RoundGrid(SlowNodes({1: 1}), run_id=1, poll=0.01)  # type: ignore[arg-type]
-    started = time.monotonic()
     replies = list(grid.send_and_receive(train_messages([1, 0]), timeout=0.3))
     assert len(replies) == 1
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert 0.3 <= sum(clock.slept) < 0.3 + 0.01 + 1e-9
     silent = grid.take()["train"]["nodes"][1]
     assert silent["node"] == 0 and "received-bytes" not in silent and silent["sent-bytes"] > 32

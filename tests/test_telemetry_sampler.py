@@ -1,6 +1,8 @@
 """App processes record their own memory: RSS, peak RSS and, on CUDA, GPU memory."""
 
-import inspect
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,21 +18,51 @@ def value(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def test_a_watched_function_records_memory_when_it_returns() -> None:
-    @watch_memory("test-app", interval=3600)
-    def handler(size: int) -> int:
-        """Allocate and touch `size` MiB."""
-        block = bytearray(size * MIB)
-        return len(block)
+# Run in a fresh interpreter: the suite's own RSS, peak and freed-but-kept heap must not count.
+WATCHED = """
+import inspect
+import json
+from pathlib import Path
 
-    assert handler.__name__ == "handler"
-    assert list(inspect.signature(handler).parameters) == ["size"]
-    handler(64)
-    rss = value("fedllm_process_resident_memory_bytes", process="test-app")
-    peak = value("fedllm_process_peak_resident_memory_bytes", process="test-app")
-    assert rss is not None and peak is not None
-    assert rss > 10 * MIB
-    assert peak >= rss + 60 * MIB  # the freed block still counts in the peak
+from prometheus_client import REGISTRY
+
+from fedllm.telemetry.memory import process_memory
+from fedllm.telemetry.sampler import watch_memory
+
+MIB = 2**20
+
+
+@watch_memory("test-app", interval=3600)
+def handler(size: int) -> int:
+    block = bytearray(size * MIB)  # zero-filled, so touched
+    return len(block)
+
+
+try:  # peak RSS back to the current RSS (Linux >= 4.0)
+    Path("/proc/self/clear_refs").write_text("5")
+except OSError:
+    pass
+before = process_memory()
+handler(64)
+labels = {"process": "test-app"}
+print(json.dumps({
+    "before": before[0] if before else None,
+    "rss": REGISTRY.get_sample_value("fedllm_process_resident_memory_bytes", labels),
+    "peak": REGISTRY.get_sample_value("fedllm_process_peak_resident_memory_bytes", labels),
+    "name": handler.__name__,
+    "parameters": list(inspect.signature(handler).parameters),
+}))
+"""
+
+
+def test_a_watched_function_records_memory_when_it_returns() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHED], capture_output=True, text=True, check=True, timeout=120
+    )
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert (found["name"], found["parameters"]) == ("handler", ["size"])
+    assert found["before"] is not None and found["rss"] > 10 * MIB
+    assert found["peak"] >= found["before"] + 60 * MIB  # the freed block still counts in the peak
 
 
 def test_memory_is_recorded_when_the_function_fails() -> None:
