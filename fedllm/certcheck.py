@@ -46,19 +46,32 @@ def check_certificate(
     cert_path: Path, key_path: Path, ca_path: Path, purpose: str, names: tuple[str, ...] = ()
 ) -> CertificateInfo:
     """Chain to the CA, key match, validity window, EKU and (servers) the names it must carry."""
-    ca, cert = read_certificate(ca_path), read_certificate(cert_path)
+    cert = check_issued(cert_path, ca_path, purpose)
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except FileNotFoundError:
         raise FedllmError(f"{key_path}: file not found") from None
     except (ValueError, TypeError) as err:
         raise FedllmError(f"{key_path}: not a usable PEM private key ({err})") from None
+    if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
+        raise FedllmError(f"{key_path}: private key does not match {cert_path}")
+    missing = [name for name in names if not _carries(cert, name)]
+    if missing:
+        raise FedllmError(f"{cert_path}: subjectAltName lacks {', '.join(missing)}")
+    return CertificateInfo(
+        subject=cert.subject.rfc4514_string(),
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(":"),
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def check_issued(cert_path: Path, ca_path: Path, purpose: str) -> x509.Certificate:
+    """A certificate the CA issued, inside its validity window, with the EKU `purpose`."""
+    ca, cert = read_certificate(ca_path), read_certificate(cert_path)
     try:
         cert.verify_directly_issued_by(ca)
     except Exception as err:  # cryptography raises InvalidSignature, ValueError or TypeError
         raise FedllmError(f"{cert_path}: not issued by the CA in {ca_path} ({err})") from None
-    if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
-        raise FedllmError(f"{key_path}: private key does not match {cert_path}")
     now = dt.datetime.now(dt.UTC)
     if now < cert.not_valid_before_utc:
         raise FedllmError(f"{cert_path}: not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
@@ -70,14 +83,7 @@ def check_certificate(
         usages = x509.ExtendedKeyUsage([])
     if PURPOSES[purpose] not in usages:
         raise FedllmError(f"{cert_path}: lacks extended key usage {purpose}Auth")
-    missing = [name for name in names if not _carries(cert, name)]
-    if missing:
-        raise FedllmError(f"{cert_path}: subjectAltName lacks {', '.join(missing)}")
-    return CertificateInfo(
-        subject=cert.subject.rfc4514_string(),
-        fingerprint=cert.fingerprint(hashes.SHA256()).hex(":"),
-        not_after=cert.not_valid_after_utc,
-    )
+    return cert
 
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from fedllm.errors import FedllmError, Terminated, raise_terminated
+from fedllm.node_cli import app as node_app
 from fedllm.settings import RunSettings, build
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(node_app, name="node")
 console = Console()
 
 
@@ -162,6 +164,9 @@ def superlink_command(
     name: Annotated[
         list[str] | None, typer.Option(help="Names the server certificate must carry.")
     ] = None,
+    register_certs: Annotated[
+        bool, typer.Option(help="Register every valid SuperNode certificate in --certs at start.")
+    ] = False,
     metrics_port: MetricsPort = 0,
     metrics_host: MetricsHost = "127.0.0.1",
     metrics_dir: MetricsDir = None,
@@ -172,7 +177,7 @@ def superlink_command(
 
     certificates = [certs / "superlink.crt", certs / "ca.crt"]
     start_exporter("superlink", "superlink", metrics_host, metrics_port, metrics_dir, certificates)
-    serve(certs.resolve(), state.resolve(), host, port, tuple(name or ()))
+    serve(certs.resolve(), state.resolve(), host, port, tuple(name or ()), register_certs)
 
 
 @app.command("supernode")
@@ -212,6 +217,34 @@ def flwr_command(
     from flwr.cli.app import app as flwr_app
 
     flwr_app(args=list(ctx.args), prog_name="flwr")
+
+
+@app.command("audit")
+def audit_command(
+    state: Annotated[Path, typer.Option(help="The SuperLink's state directory.")] = Path("state"),
+    since: Annotated[
+        str | None, typer.Option(help="Only entries at or after this ISO time (UTC if no zone).")
+    ] = None,
+    node: Annotated[str | None, typer.Option(help="Only entries about this site (its CN).")] = None,
+) -> None:
+    """Print the SuperLink's audit log (state/audit.jsonl) as a table."""
+    import datetime as dt
+
+    from superlink.audit import AUDIT_FILE, read
+    from superlink.audit_view import selected, table
+
+    path = state / AUDIT_FILE
+    if not path.is_file():
+        raise FedllmError(f"{path}: file not found (is --state the SuperLink's state directory?)")
+    start = None
+    if since is not None:
+        try:
+            start = dt.datetime.fromisoformat(since)
+        except ValueError:
+            message = f"--since expects an ISO time like 2026-12-01T09:00, got {since!r}"
+            raise FedllmError(message) from None
+        start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
+    console.print(table([entry for entry in read(path) if selected(entry, start, node)]))
 
 
 @app.command("predict")

@@ -101,6 +101,7 @@ class LocalFederation:
             "--state", str(self.state),
             "--host", "127.0.0.1",
             "--port", str(self.port),
+            "--register-certs",
             *self.metrics_options("superlink"),
         ]  # fmt: skip
         env = flower_env(self.state / "home" / "superlink")

@@ -7,6 +7,7 @@ from typing import Any
 from flwr.app import MetricRecord, RecordDict
 from flwr.common.logger import log
 
+from superlink.audit import append_from_env
 from superlink.checkpoint import read_json, write_json
 from superlink.update_guard import RoundLedger
 
@@ -51,6 +52,7 @@ class History:
             log(
                 WARNING, "round %s: update from node %s rejected: %s", server_round, node_id, reason
             )
+            append_from_env("update-rejected", node_id=node_id, round=server_round, reason=reason)
         self.pending.update(
             {
                 "nodes-sampled": ledger.sampled,

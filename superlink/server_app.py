@@ -19,6 +19,7 @@ from fedllm.round_grid import RoundGrid
 from fedllm.settings import RunSettings, from_flower_config
 from fedllm.telemetry.rounds import RunTelemetry
 from fedllm.telemetry.sampler import watch_memory
+from superlink.audit import append_from_env
 from superlink.checkpoint import (
     guard_fresh,
     load_last_checkpoint,
@@ -44,14 +45,18 @@ def main(grid: Grid, context: Context) -> None:
     telemetry = RunTelemetry(context.run_id, run.strategy, run.num_server_rounds)
     write_status(run_dir, "running", run_id=context.run_id)
     telemetry.state("running")
+    append_from_env("run-started", run_id=context.run_id, run_dir=str(run_dir))
     try:
         federate(RoundGrid(grid, context.run_id), run, run_dir, telemetry)
     except Exception as err:
-        write_status(run_dir, "failed", run_id=context.run_id, error=str(err).splitlines()[0])
+        error = str(err).splitlines()[0]
+        write_status(run_dir, "failed", run_id=context.run_id, error=error)
         telemetry.state("failed")
+        append_from_env("run-failed", run_id=context.run_id, reason=error)
         raise
     write_status(run_dir, "finished", run_id=context.run_id)
     telemetry.state("finished")
+    append_from_env("run-finished", run_id=context.run_id)
 
 
 def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTelemetry) -> None:

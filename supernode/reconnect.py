@@ -7,6 +7,9 @@ proxy), a load balancer or an ingress answers while the SuperLink behind it rest
 up on, the node leaves the federation (`fedllm supernode` then exits for a restart). This
 wraps the retry policy of the SuperNode's Fleet connection so that such an EOF is retried;
 every other error is judged by Flower's own policy. Version-guarded like `fedllm.mtls`.
+
+A node key the gateway does not accept for this certificate (unregistered, or another site's)
+is final: Flower would take that 403 for a stopped run and hang; giving up makes the node exit.
 """
 
 import ssl
@@ -21,6 +24,8 @@ SUPPORTED_FLOWER = "1.42."
 # The peer closed the connection during the handshake: an EOF against the protocol
 # (OpenSSL 3) or a TLS close before any data (older builds, e.g. Debian bookworm's Python).
 CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+# The body of the gateway's refusal of a node key (superlink/nginx.conf.template).
+KEY_REFUSED = "fedllm gateway: node key not registered"
 
 
 def cut_short(error: BaseException) -> bool:
@@ -43,6 +48,8 @@ def patient(make: Callable[[], RetryInvoker] = make_simple_http_retry_invoker) -
     def should_giveup(error: Exception) -> bool:
         if cut_short(error):
             return False
+        if isinstance(error, httpx.HTTPStatusError) and KEY_REFUSED in error.response.text:
+            return True
         return gives_up(error) if gives_up is not None else False
 
     invoker.should_giveup = should_giveup

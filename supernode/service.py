@@ -1,11 +1,15 @@
 """`fedllm supernode`: Flower's SuperNode presenting this site's client certificate."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from fedllm.certcheck import check_certificate
 from fedllm.mtls import present_client_certificate
+from fedllm.node_key import write_flower_private_key
 from fedllm.processes import stop_descendants
 from supernode import polling, prefork, reconnect
 
@@ -25,6 +29,11 @@ def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port
     info = check_certificate(cert, key, ca, "client")
     print(f"fedllm: client certificate {info.summary()}", file=sys.stderr, flush=True)
     present_client_certificate(cert, key)
+    # One key per site: Flower signs with the certificate's key (the operator registered its
+    # public half from the certificate). The OpenSSH copy Flower reads lives while we do.
+    auth_dir = Path(tempfile.mkdtemp(prefix="fedllm-node-key-"))
+    atexit.register(shutil.rmtree, auth_dir, ignore_errors=True)
+    auth_key = write_flower_private_key(key, auth_dir)
     for variable, value in SUPEREXEC_POLL.items():
         os.environ.setdefault(variable, value)  # inherited by the SuperExec Flower starts
     prefork.start()  # ClientApps forked from a parent that has imported torch & co.
@@ -41,6 +50,7 @@ def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port
         "flower-supernode",
         "--superlink", superlink,
         "--root-certificates", str(ca),
+        "--auth-supernode-private-key", str(auth_key),
         "--node-config", node_config,
         "--port", str(runtime_port),
     ]  # fmt: skip

@@ -118,23 +118,46 @@ def test_the_pki_service_creates_every_certificate(federation: dict[str, str]) -
     assert b"BEGIN CERTIFICATE" in volume_file(f"{PROJECT}_certs", "supernode-2.crt")
 
 
-def test_a_remote_site_joins_with_its_own_key_and_data(
-    federation: dict[str, str], tmp_path: Path
-) -> None:
-    site_certs, site_data = tmp_path / "site-certs", tmp_path / "site-data"
+def onboard(site: str, folder: Path) -> Path:
+    """A site's key and CSR made in `folder`, signed by the federation's CA: its certs dir."""
+    site_certs = folder / f"{site}-certs"
     # The site makes its key and request; the key never leaves its directory.
-    run("bash", "certs/site-request.sh", str(site_certs), "site-a")
-    outbox = tmp_path / "request"  # what the site sends to the CA: the request alone
+    run("bash", "certs/site-request.sh", str(site_certs), site)
+    outbox = folder / f"{site}-request"  # what the site sends to the CA: the request alone
     outbox.mkdir()
-    shutil.copy(site_certs / "site-a.csr", outbox / "site-a.csr")
-    (outbox / "site-a.csr").chmod(0o644)
-    sign = ["/app/certs/sign-csr.sh", "/certs", "/request/site-a.csr", "site-a", "/certs"]
+    shutil.copy(site_certs / f"{site}.csr", outbox / f"{site}.csr")
+    (outbox / f"{site}.csr").chmod(0o644)
+    sign = ["/app/certs/sign-csr.sh", "/certs", f"/request/{site}.csr", site, "/certs"]
     run(DOCKER, "run", "--rm", "--entrypoint", "bash", "-v", f"{PROJECT}_certs:/certs",
         "-v", f"{outbox}:/request:ro", IMAGE, *sign)  # fmt: skip
-    (site_certs / "site-a.crt").write_bytes(volume_file(f"{PROJECT}_certs", "site-a.crt"))
+    (site_certs / f"{site}.crt").write_bytes(volume_file(f"{PROJECT}_certs", f"{site}.crt"))
     (site_certs / "ca.crt").write_bytes(volume_file(f"{PROJECT}_certs", "ca.crt"))
     for path in (site_certs, *site_certs.iterdir()):
         os.chown(path, 10001, 10001)  # the image's user reads its key
+    return site_certs
+
+
+def test_a_certified_site_whose_key_was_never_registered_cannot_join(
+    federation: dict[str, str], tmp_path: Path
+) -> None:
+    site_certs = onboard("site-b", tmp_path)
+    command = [DOCKER, "run", "--rm", "--network", f"{PROJECT}_default",
+               "-v", f"{site_certs}:/site:ro", "-e", "HF_HUB_OFFLINE=1", IMAGE, "supernode",
+               "--certs", "/site", "--name", "site-b", "--superlink", "superlink:9443"]  # fmt: skip
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    audit = volume_file(f"{PROJECT}_superlink-state", "audit.jsonl").decode().splitlines()
+    entries = [json.loads(line) for line in audit if "CN=site-b," in line]
+    assert entries and all(entry["status"] == "403" for entry in entries), entries
+
+
+def test_a_remote_site_joins_with_its_own_key_and_data(
+    federation: dict[str, str], tmp_path: Path
+) -> None:
+    site_certs, site_data = onboard("site-a", tmp_path), tmp_path / "site-data"
+    # The operator registers the site's certificate key (the submit service holds operator.crt).
+    compose(federation, "run", "--rm", "--no-deps", "submit", "node", "register", "--certs",
+            "/certs", "--superlink", "superlink:9443", "/certs/site-a.crt")  # fmt: skip
     site_data.mkdir()
     synthetic_reviews(200, seed=1).to_parquet(site_data / "reviews.parquet", index=False)
     # The site's own cache gets the same tiny base model (seeded) as the federation's.

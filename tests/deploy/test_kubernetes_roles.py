@@ -47,6 +47,20 @@ def test_certificates_reach_each_role(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_supernode_is_registered_by_the_superlink(
+    rendered: dict[str, list[Obj]], k8s: dict[str, list[Role]], overlay: str
+) -> None:
+    """Node authentication is always on: the SuperLink registers each node's certificate."""
+    [superlink] = of(k8s[overlay], "superlink")
+    assert superlink.ctx.params.get("register_certs") is True, superlink.where
+    mount = superlink.mount_of(superlink.param("certs"))
+    assert mount is not None
+    keys = set(named(rendered[overlay], "Secret", mount.volume.removeprefix("secret:"))["data"])
+    names = {role.param("name") for role in of(k8s[overlay], "supernode")}
+    assert {f"{name}.crt" for name in names} <= keys, f"{superlink.where}: {sorted(keys)}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_supernodes_follow_ordinals(
     rendered: dict[str, list[Obj]], k8s: dict[str, list[Role]], overlay: str
 ) -> None:
