@@ -24,6 +24,9 @@ Strategy = Literal[
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 # How nodes send their trained adapter: float32 weights, or a 16-bit delta (fedllm.updates).
 UpdateDtype = Literal["float32", "float16", "bfloat16"]
+# Differential privacy: record-level DP-SGD on each site (opacus), or Flower's site-level
+# wrappers with the noise added on the server or on the nodes (fedllm.privacy).
+DpMode = Literal["none", "sgd", "server", "client"]
 
 
 class RunSettings(BaseSettings):
@@ -65,6 +68,11 @@ class RunSettings(BaseSettings):
     num_malicious: int = Field(0, ge=0)
     max_update_norm: float = Field(0.0, ge=0)
     update_dtype: UpdateDtype = "float32"
+    dp: DpMode = "none"
+    dp_epsilon: float = Field(0.0, ge=0)
+    dp_delta: float = Field(0.0, ge=0, lt=1)
+    dp_noise: float = Field(0.0, ge=0)
+    dp_clip: float = Field(1.0, gt=0)
     keep_checkpoints: int = Field(3, ge=0)
     seed: int = 42
     run_dir: str = "runs/latest"
@@ -87,6 +95,15 @@ class NodeSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantization: Literal["", "none", "4bit", "8bit"] = ""
     cache_dir: Path | None = None
+    # The site's own privacy policy (supernode.site_policy) and its privacy ledger.
+    privacy_policy: Path | None = None
+    privacy_ledger: Path | None = None
+    # Micro-batches fitted to free memory and adapted to out-of-memory and pressure
+    # (supernode.microbatch, supernode.adaptation); the effective batch stays `batch-size`.
+    adapt_memory: bool = True
+    memory_margin: float = Field(0.2, ge=0, lt=1)
+    memory_pressure: float = Field(0.1, gt=0, le=1)
+    memory_calm_steps: int = Field(8, ge=1)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

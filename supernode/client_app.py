@@ -15,9 +15,11 @@ from fedllm.adapter import adapter_state, load_arrays
 from fedllm.batches import batches
 from fedllm.evaluate import evaluate
 from fedllm.telemetry.memory import process_memory
+from fedllm.telemetry.micro_batches import record_micro_batching
 from fedllm.telemetry.sampler import watch_memory
 from fedllm.telemetry.training import record_training
 from fedllm.updates import encode_update
+from supernode.microbatch import plan
 from supernode.site import open_site
 from supernode.train import train
 
@@ -43,6 +45,7 @@ def train_round(msg: Message, context: Context) -> Message:
     seed = site.run.seed + server_round
     loader = batches(site.train, pad_id, site.run.batch_size, shuffle=True, seed=seed)
     setup = time.monotonic() - entered
+    adaptation = plan(site)  # a trial step fits the micro-batch to free memory
     stats = train(
         site.model,
         loader,
@@ -51,9 +54,12 @@ def train_round(msg: Message, context: Context) -> Message:
         epochs=site.run.local_epochs,
         max_steps=site.run.local_steps,
         proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+        adaptation=adaptation,
     )
     examples = {"train": len(site.train), "validation": len(site.val)}
     record_training(context.run_id, server_round, stats, examples)
+    if adaptation is not None:
+        record_micro_batching(context.run_id, adaptation)
     trained = {name: tensor.numpy() for name, tensor in adapter_state(site.model).items()}
     start = {name: array.numpy() for name, array in received.items()}
     name, update = encode_update(trained, start, site.run.update_dtype)
