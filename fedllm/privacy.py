@@ -1,0 +1,40 @@
+"""Which differential-privacy settings make sense together, checked where a run is defined.
+
+`dp=sgd` (record-level, opacus on each site) needs a budget `dp-epsilon` or a fixed
+`dp-noise`. `dp=server|client` (site-level, Flower's fixed-clipping wrappers) needs
+`dp-noise`, and is accounted with Flower's RDP accountant, which applies to FedAvg only.
+"""
+
+from fedllm.errors import FedllmError
+from fedllm.settings import RunSettings
+
+ACCOUNTED_STRATEGIES = ("fedavg",)
+
+
+def check_privacy(run: RunSettings) -> None:
+    """One-line error for a DP combination that cannot be applied or accounted."""
+    if run.dp == "none":
+        if run.dp_epsilon or run.dp_noise or run.dp_delta:
+            raise FedllmError("dp-epsilon, dp-noise or dp-delta set while dp=none")
+        return
+    if run.dp == "sgd":
+        if not (run.dp_epsilon or run.dp_noise):
+            raise FedllmError("dp=sgd needs a budget dp-epsilon > 0 or a noise dp-noise > 0")
+        if run.strategy == "fedprox":
+            raise FedllmError(
+                "dp=sgd cannot be combined with strategy fedprox: its proximal term is not"
+                " clipped per example"
+            )
+        return
+    if run.dp_noise <= 0:
+        raise FedllmError(f"dp={run.dp} needs dp-noise > 0 (noise multiplier of the aggregate)")
+    if run.strategy not in ACCOUNTED_STRATEGIES:
+        raise FedllmError(
+            f"dp={run.dp} cannot be accounted with strategy {run.strategy}: Flower's RDP"
+            " accountant applies to fedavg only"
+        )
+
+
+def default_delta(records: int) -> float:
+    """δ below 1/records (the usual bound: less than the chance of exposing one record)."""
+    return 1.0 / (10 * max(records, 1))

@@ -1,0 +1,94 @@
+"""A site's decision for one training message: train privately, train plainly, or refuse.
+
+The run proposes (`dp`, `dp-epsilon`, `dp-noise`, `dp-clip`); the site's policy and its
+ledger decide. With `dp=sgd` the noise is the one that spends `dp-epsilon` over all the
+run's rounds (or `dp-noise` when given), and the node refuses a round that would take the
+run's ε past `dp-epsilon`, or the site's ε over all runs past the policy's `max-epsilon`.
+"""
+
+from dataclasses import dataclass
+
+from fedllm.privacy import default_delta
+from fedllm.settings import RunSettings
+from supernode.dp_sgd import DpSgd, plan_noise
+from supernode.privacy_ledger import PrivacyLedger, Release, epsilon
+from supernode.site_policy import SitePolicy, refusal
+
+TOLERANCE = 1e-3  # relative: opacus finds the noise for a budget to about this precision
+
+
+class Refused(Exception):
+    """The site will not train for this message; the reason goes back to the ServerApp."""
+
+
+@dataclass(frozen=True)
+class Spent:
+    """(ε, δ) after this round: for the run, and for the site's records over all runs."""
+
+    epsilon: float
+    delta: float
+    site_epsilon: float
+    noise_multiplier: float
+
+    def metrics(self) -> dict[str, float]:
+        """Reply-metric form."""
+        return {
+            "dp-epsilon": self.epsilon,
+            "dp-delta": self.delta,
+            "dp-site-epsilon": self.site_epsilon,
+            "dp-noise-multiplier": self.noise_multiplier,
+        }
+
+
+def round_steps(run: RunSettings, batches_per_pass: int) -> int:
+    """Optimizer steps a node takes in one round."""
+    return run.local_steps or max(1, round(run.local_epochs * batches_per_pass))
+
+
+def plan_round(
+    run: RunSettings,
+    policy: SitePolicy,
+    records: int,
+    batches_per_pass: int,
+) -> DpSgd | None:
+    """This round's DP-SGD plan (None: plain training); raises `Refused`."""
+    delta = run.dp_delta or default_delta(records)
+    steps = round_steps(run, batches_per_pass)
+    sample_rate = 1.0 / batches_per_pass  # opacus' Poisson rate for this loader
+    noise = 0.0
+    if run.dp == "sgd":
+        total = steps * run.num_server_rounds
+        noise = run.dp_noise or plan_noise(run.dp_epsilon, delta, sample_rate, total)
+    reason = refusal(policy, run, noise, delta)
+    if reason is not None:
+        raise Refused(f"site policy: {reason}")
+    if run.dp != "sgd":
+        return None
+    return DpSgd(noise, run.dp_clip, sample_rate, steps)
+
+
+def spend(
+    run: RunSettings,
+    policy: SitePolicy,
+    ledger: PrivacyLedger,
+    run_id: int,
+    server_round: int,
+    plan: DpSgd,
+    records: int,
+) -> Spent:
+    """Check the budgets for this round and record it in the ledger (before training)."""
+    delta = run.dp_delta or default_delta(records)
+    release = Release(run_id, server_round, plan.noise_multiplier, plan.sample_rate, plan.steps)
+    run_epsilon = epsilon([*ledger.releases(run_id), release], delta)
+    if run.dp_epsilon and run_epsilon > run.dp_epsilon * (1 + TOLERANCE):
+        raise Refused(
+            f"run budget spent: ε would reach {run_epsilon:.3g} > dp-epsilon {run.dp_epsilon:g}"
+        )
+    site_epsilon = epsilon([*ledger.releases(), release], delta)
+    if policy.max_epsilon is not None and site_epsilon > policy.max_epsilon * (1 + TOLERANCE):
+        raise Refused(
+            f"site policy: ε for this site's records would reach {site_epsilon:.3g}"
+            f" > max-epsilon {policy.max_epsilon:g}"
+        )
+    ledger.add(release)
+    return Spent(run_epsilon, delta, site_epsilon, plan.noise_multiplier)

@@ -1,0 +1,121 @@
+"""A site's DP-SGD decisions: noise for a budget, the ledger across runs, refusals, its policy."""
+
+from pathlib import Path
+
+import pytest
+
+from fedllm.errors import FedllmError
+from fedllm.privacy import check_privacy
+from fedllm.settings import RunSettings
+from supernode.privacy_ledger import PrivacyLedger, Release, epsilon
+from supernode.private_round import Refused, plan_round, spend
+from supernode.site_policy import SitePolicy, allowed_metrics, load_policy
+
+RECORDS, BATCHES = 1000, 63  # batch 16
+
+
+def private(**values: object) -> RunSettings:
+    return RunSettings(dp="sgd", num_server_rounds=3, **values)  # type: ignore[arg-type]
+
+
+def run_rounds(run: RunSettings, policy: SitePolicy, ledger: PrivacyLedger, run_id: int) -> list:
+    """Train every round the site accepts; the spent figures, then the refusal if any."""
+    spent: list = []
+    for server_round in range(1, run.num_server_rounds + 1):
+        plan = plan_round(run, policy, RECORDS, BATCHES)
+        assert plan is not None
+        try:
+            spent.append(spend(run, policy, ledger, run_id, server_round, plan, RECORDS))
+        except Refused as err:
+            spent.append(str(err))
+    return spent
+
+
+def test_the_noise_spends_the_budget_over_the_runs_rounds(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "ledger.json")
+    spent = run_rounds(private(dp_epsilon=3.0), SitePolicy(), ledger, run_id=1)
+    epsilons = [row.epsilon for row in spent]
+    assert epsilons == sorted(epsilons) and 2.9 < epsilons[-1] <= 3.0 * 1.001
+    assert all(row.delta == 1 / (10 * RECORDS) for row in spent)  # below 1/records
+    assert len(ledger.releases(1)) == 3
+
+
+def test_a_fixed_noise_stops_at_the_runs_budget(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "ledger.json")
+    run = private(dp_noise=0.8, dp_epsilon=2.4)  # ε 2.04, 2.36, then 2.62
+    spent = run_rounds(run, SitePolicy(), ledger, run_id=1)
+    assert [isinstance(row, str) for row in spent] == [False, False, True]
+    assert spent[-1].startswith("run budget spent: ε would reach 2.62 > dp-epsilon 2.4")
+    assert len(ledger.releases()) == 2 and spent[1].epsilon <= 2.4
+
+
+def test_the_site_budget_counts_every_run(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "ledger.json")
+    policy = SitePolicy(max_epsilon=3.6)
+    first = run_rounds(private(dp_epsilon=3.0), policy, ledger, run_id=1)
+    assert all(not isinstance(row, str) for row in first)
+    second = run_rounds(private(dp_epsilon=3.0), policy, ledger, run_id=2)  # site: 3.26, 3.5, 3.73
+    assert [isinstance(row, str) for row in second] == [False, False, True]
+    assert second[0].site_epsilon > 3.0 > second[0].epsilon
+    assert "ε for this site's records would reach 3.73 > max-epsilon 3.6" in second[-1]
+    assert epsilon(ledger.releases(), 1 / (10 * RECORDS)) <= 3.6
+
+
+def test_a_policy_stricter_than_the_run_refuses_before_training() -> None:
+    policy = SitePolicy(require_dp=True, min_noise_multiplier=2.0, max_clip_norm=0.5)
+    with pytest.raises(Refused, match="requires record-level DP"):
+        plan_round(RunSettings(), policy, RECORDS, BATCHES)
+    with pytest.raises(Refused, match="dp-clip 1 above"):
+        plan_round(private(dp_epsilon=3.0), policy, RECORDS, BATCHES)
+    with pytest.raises(Refused, match="below the site's min-noise-multiplier"):
+        plan_round(private(dp_epsilon=3.0, dp_clip=0.5), policy, RECORDS, BATCHES)
+    plan = plan_round(private(dp_epsilon=0.1, dp_clip=0.5), policy, RECORDS, BATCHES)
+    assert plan is not None and plan.noise_multiplier >= 2.0 and plan.clip == 0.5
+    dtype = SitePolicy(update_dtypes=("float16",))
+    with pytest.raises(Refused, match="update-dtype float32"):
+        plan_round(RunSettings(), dtype, RECORDS, BATCHES)
+    assert plan_round(RunSettings(update_dtype="float16"), dtype, RECORDS, BATCHES) is None
+
+
+def test_the_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('require-dp = true\nmax-epsilon = 8.0\nmetrics = ["train-loss"]\n')
+    policy = load_policy(path)
+    assert policy.require_dp and policy.max_epsilon == 8.0
+    metrics = {"train-loss": 0.5, "num-examples": 10, "peak-rss-bytes": 3e9}
+    assert allowed_metrics(policy, metrics) == {"train-loss": 0.5, "num-examples": 10}
+    assert load_policy(None) == SitePolicy()
+    for text, message in [
+        ("max-epsilon = -1", "'max-epsilon': Input should be greater than 0"),
+        ("max-epsilom = 1", "'max-epsilom': Extra inputs"),
+        ("max-epsilon = ", "not TOML"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(FedllmError, match=message):
+            load_policy(path)
+    with pytest.raises(FedllmError, match="No such file"):
+        load_policy(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dp": "sgd"}, "needs a budget"),
+        ({"dp": "sgd", "dp_epsilon": 3, "strategy": "fedprox"}, "fedprox"),
+        ({"dp": "server"}, "needs dp-noise"),
+        ({"dp": "client", "dp_noise": 1.0, "strategy": "krum"}, "fedavg only"),
+        ({"dp_epsilon": 3}, "dp=none"),
+    ],
+)
+def test_combinations_that_cannot_apply_are_refused(values: dict, message: str) -> None:
+    with pytest.raises(FedllmError, match=message):
+        check_privacy(RunSettings(**values))
+
+
+def test_releases_survive_in_the_ledger_file(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "site" / "ledger.json")
+    ledger.add(Release(1, 1, 1.0, 0.016, 63))
+    ledger.add(Release(1, 1, 1.0, 0.016, 63))  # a retried round counts again
+    again = PrivacyLedger(tmp_path / "site" / "ledger.json")
+    assert len(again.releases()) == 2 and again.releases(2) == []
+    assert epsilon(again.releases(), 1e-5) > epsilon(again.releases()[:1], 1e-5) > 0
