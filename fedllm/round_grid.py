@@ -6,6 +6,11 @@ per phase, the time from sending to the last reply (and to aggregation, when mar
 node the payload bytes each way and the timings the node reported. Replies carrying a 16-bit
 update delta (`fedllm.updates`) are turned back into float32 weights before the strategy sees
 them, after their bytes were counted.
+
+Nodes are named by their site: the name the operator registered the node's key under (the
+certificate CN, `fedllm node register`), which Flower's registry returns with the node list and
+a node cannot set. The grid learns names whenever the nodes are listed, as Flower's strategies
+do before each exchange; a node it has no name for is named by its id.
 """
 
 import time
@@ -51,10 +56,11 @@ class Exchange:
         return found
 
 
-def node_entry(sent: Message, reply: Message | None) -> dict[str, Any]:
-    """Bytes each way and the node's own timings for one node of an exchange."""
+def node_entry(sent: Message, reply: Message | None, site: str) -> dict[str, Any]:
+    """Bytes each way and the node's own timings for one node (of `site`) of an exchange."""
     entry: dict[str, Any] = {
         "node": sent.metadata.dst_node_id,
+        "site": site,
         "sent-bytes": payload_bytes(sent.content),
     }
     if reply is not None and reply.has_content():
@@ -72,6 +78,7 @@ class RoundGrid(Grid):
         self.run_id = run_id
         self.poll = poll
         self.exchanges: dict[str, Exchange] = {}
+        self.sites: dict[int, str] = {}  # node id -> registered name, learned from node lists
 
     def set_run(self, run: Run) -> None:
         """Delegated."""
@@ -94,12 +101,18 @@ class RoundGrid(Grid):
         return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
-        """Delegated."""
-        return self.grid.get_node_ids()
+        """The ids of `get_nodes`."""
+        return [node.node_id for node in self.get_nodes()]
 
     def get_nodes(self) -> Iterable[NodeInfo]:
-        """Delegated."""
-        return self.grid.get_nodes()
+        """Delegated; their registered names are remembered."""
+        nodes = list(self.grid.get_nodes())
+        self.sites |= {node.node_id: node.name for node in nodes if node.name}
+        return nodes
+
+    def site(self, node_id: int) -> str:
+        """The node's registered site name, or its id when none is known."""
+        return self.sites.get(node_id, str(node_id))
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Delegated."""
@@ -120,9 +133,12 @@ class RoundGrid(Grid):
         by_id = {mid: message for mid, message in zip(ids, sent, strict=False) if mid}
         replies = self._collect(set(by_id), timeout)
         exchange.seconds = time.monotonic() - exchange.started
-        record_exchange(self.run_id, sent, replies)
+        record_exchange(self.run_id, sent, replies, self.site)
         answered = {reply.metadata.reply_to_message_id: reply for reply in replies}
-        exchange.nodes = [node_entry(message, answered.get(mid)) for mid, message in by_id.items()]
+        exchange.nodes = [
+            node_entry(message, answered.get(mid), self.site(message.metadata.dst_node_id))
+            for mid, message in by_id.items()
+        ]
         if sent:
             self.exchanges[phase(sent[0].metadata.message_type)] = exchange
         for reply in replies:

@@ -1,5 +1,6 @@
 """Per-round metrics as the ServerApp sees them, mirrored to `history.json`."""
 
+from collections.abc import Callable
 from logging import WARNING
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,14 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 
 
 class History:
-    """Collects one round's federated metrics until the round is closed."""
+    """Collects one round's federated metrics until the round is closed.
 
-    def __init__(self, run_dir: Path) -> None:
+    `site` names a node id: the site it was registered as (RoundGrid.site).
+    """
+
+    def __init__(self, run_dir: Path, site: Callable[[int], str]) -> None:
         self.run_dir = run_dir
+        self.site = site
         self.rounds = read_history(run_dir)
         self.pending: dict[str, Any] = {}
 
@@ -48,11 +53,16 @@ class History:
 
     def on_round(self, server_round: int, ledger: RoundLedger) -> None:
         """Update guard hook: participation and rejected updates of the current round."""
+        rejected: list[dict[str, Any]] = []
         for node_id, reason in ledger.rejected:
-            log(
-                WARNING, "round %s: update from node %s rejected: %s", server_round, node_id, reason
-            )
-            append_from_env("update-rejected", node_id=node_id, round=server_round, reason=reason)
+            site = self.site(node_id)
+            message = "round %s: update from %s (node %s) rejected: %s"
+            log(WARNING, message, server_round, site, node_id, reason)
+            audit = {"node": site, "node_id": node_id, "round": server_round, "reason": reason}
+            append_from_env("update-rejected", **audit)
+            rejected.append({"node": node_id, "site": site, "reason": reason})
+        if rejected:
+            self.pending["rejected"] = rejected
         self.pending.update(
             {
                 "nodes-sampled": ledger.sampled,

@@ -75,7 +75,7 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
         guard_fresh(run_dir)
     write_json(run_dir / "run.json", run.model_dump())
     telemetry.begin(done)
-    history = History(run_dir)
+    history = History(run_dir, grid.site)
 
     def on_train(replies: list[RecordDict], aggregated: MetricRecord) -> None:
         history.on_train(replies, aggregated)

@@ -4,8 +4,6 @@ Node A (node-1) holds a valid certificate and its registered key; every way it m
 node B (node-2) or as a new node is refused, B stays online, and the audit log names A.
 """
 
-import base64
-import datetime as dt
 import json
 import ssl
 import subprocess
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.proto.fleet_pb2 import (  # pylint: disable=E0611
     ActivateNodeRequest,
@@ -35,6 +33,7 @@ from fedllm.operator import Operator
 from fedllm.processes import flower_env, free_port, spawn, stop
 from superlink.audit import read
 from tests.federations import wait_for
+from tests.fleet import load_key, signed_post
 from tests.pki import generate, issue
 
 pytestmark = pytest.mark.integration
@@ -56,24 +55,8 @@ class Federation:
         self, path: str, body: Message, cert: str, key: str, age: float = 0.0
     ) -> tuple[int, str]:
         """POST a signed Fleet request presenting `cert`, signed with `key`'s private key."""
-        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        context.load_cert_chain(self.pki / f"{cert}.crt", self.pki / f"{cert}.key")
-        private = load_key(self.pki / f"{key}.key")
-        public = private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        stamp = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)).isoformat()
-        signature = private.sign(stamp.encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        headers = {
-            "Content-Type": "application/protobuf",
-            "flwr-public-key": base64.b64encode(public).decode(),
-            "flwr-timestamp": stamp,
-            "flwr-signature": base64.b64encode(signature).decode(),
-        }
-        with httpx.Client(verify=context, timeout=10) as client:
-            url = f"https://{self.address}/v1/fleet/{path}"
-            response = client.post(url, headers=headers, content=body.SerializeToString())
-        return response.status_code, response.text
+        return signed_post(self.address, self.pki / "ca.crt", self.pki / f"{cert}.crt",
+                           self.pki / f"{key}.key", path, body, age)  # fmt: skip
 
     def nodes(self) -> dict[str, str]:
         """Flower's status of each node id, from `flwr supernode ls` as the operator."""
@@ -94,12 +77,6 @@ class Federation:
 
     def audit(self) -> list[dict[str, str]]:
         return read(self.root / "state" / "audit.jsonl")
-
-
-def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return key
 
 
 def healthy(pki: Path, address: str) -> bool:

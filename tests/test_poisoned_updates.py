@@ -59,18 +59,22 @@ def test_corrupted_updates_are_rejected_and_the_rest_aggregated(
         server_log = flwr_log(fed, run_id)
         metrics = httpx.get(f"http://127.0.0.1:{fed.metrics_ports['superlink']}/metrics").text
 
-    poisoned = set()
+    poisoned = set()  # (round, node id, site, reason)
     for name in ("node-1", "node-2"):
         injected = FAULT.findall((fed.state / "logs" / f"{name}.log").read_text())
-        poisoned |= {(int(rnd), int(node), REASONS[fault]) for node, rnd, fault in injected}
-    assert {(rnd, mode) for rnd, _, mode in poisoned} == {
+        poisoned |= {(int(rnd), int(node), name, REASONS[fault]) for node, rnd, fault in injected}
+    assert {(rnd, mode) for rnd, _, _, mode in poisoned} == {
         (1, REASONS["nan"]), (1, REASONS["shape"]), (2, REASONS["scale"])
     }  # fmt: skip
-    found = re.findall(r"round (\d+): update from node (\d+) rejected: (.*)", server_log)
-    rejected = {(int(rnd), int(node)): reason for rnd, node, reason in found}
+    # Named by the site each node was registered as (its certificate CN), with its id.
+    found = re.findall(r"round (\d+): update from (\S+) \(node (\d+)\) rejected: (.*)", server_log)
+    rejected = {(int(rnd), int(node), site): reason for rnd, site, node, reason in found}
     assert len(found) == len(rejected) == 3, server_log
-    assert set(rejected) == {(rnd, node) for rnd, node, _ in poisoned}
-    assert all(why in rejected[rnd, node] for rnd, node, why in poisoned)
+    assert set(rejected) == {(rnd, node, site) for rnd, node, site, _ in poisoned}
+    assert all(why in rejected[rnd, node, site] for rnd, node, site, why in poisoned)
+    in_history = {(row["round"], entry["node"], entry["site"])
+                  for row in history for entry in row.get("rejected", [])}  # fmt: skip
+    assert in_history == set(rejected)
 
     assert [row["round"] for row in history] == [0, 1, 2]
     counts = [
@@ -82,8 +86,10 @@ def test_corrupted_updates_are_rejected_and_the_rest_aggregated(
         {"nodes-sampled": 3, "nodes-replied": 2, "updates-rejected": 1},
     ]
     assert all(row["nodes-failed"] == 0 for row in history[1:])
-    counter = rf'fedllm_updates_rejected_total{{[^}}]*run_id="{run_id}"[^}}]*}} (\S+)'
-    assert [float(value) for value in re.findall(counter, metrics)] == [3.0], metrics
+    counter = rf'fedllm_updates_rejected_total{{([^}}]*run_id="{run_id}"[^}}]*)}} (\S+)'
+    per_site = {re.findall(r'site="([^"]*)"', labels)[0]: float(count)
+                for labels, count in re.findall(counter, metrics)}  # fmt: skip
+    assert per_site == {"node-1": 2.0, "node-2": 1.0, "node-3": 0.0}, metrics
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
     rounds = [load_file(run_dir / f"checkpoints/round-{k}/adapter.safetensors") for k in (1, 2)]

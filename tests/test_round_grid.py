@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedllm import round_grid
@@ -31,6 +32,10 @@ class SlowNodes:
 
     def __init__(self, after: dict[int, int]) -> None:
         self.after, self.pulls, self.pushed = after, 0, []
+
+    def get_nodes(self) -> list[NodeInfo]:
+        """Flower's registry: node 1 was registered as `hospital-a`, node 2 without a name."""
+        return [NodeInfo(node_id=1, name="hospital-a"), NodeInfo(node_id=2)]
 
     def push_messages(self, messages: list[Message]) -> list[str]:
         self.pushed = messages
@@ -78,3 +83,14 @@ def test_a_node_that_never_replies_only_costs_the_timeout(clock: FakeClock) -> N
     assert 0.3 <= sum(clock.slept) < 0.3 + 0.01 + 1e-9
     silent = grid.take()["train"]["nodes"][1]
     assert silent["node"] == 0 and "received-bytes" not in silent and silent["sent-bytes"] > 32
+
+
+def test_nodes_are_named_by_their_registered_site(clock: FakeClock) -> None:
+    grid = RoundGrid(SlowNodes({1: 1, 2: 1}), run_id=1, poll=0.01)  # type: ignore[arg-type]
+    assert grid.site(1) == "1"  # before the nodes were listed
+    assert list(grid.get_node_ids()) == [1, 2]  # what Flower's strategies do before sending
+    list(grid.send_and_receive(train_messages([1, 2, 3]), timeout=0.02))
+    nodes = grid.take()["train"]["nodes"]
+    assert [(node["node"], node["site"]) for node in nodes] == [
+        (1, "hospital-a"), (2, "2"), (3, "3")
+    ]  # fmt: skip

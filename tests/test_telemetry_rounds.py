@@ -103,7 +103,8 @@ def test_an_exchange_records_participation_and_payload() -> None:
     })  # fmt: skip
     sent = [Message(content, dst_node_id=node, message_type="train") for node in (1, 2, 3)]
     replies = list(RepliesFrom().send_and_receive(sent, timeout=1.0))
-    record_exchange(104, sent, replies)
+    sites = {1: "hospital-a", 2: "hospital-b", 3: "hospital-c"}
+    record_exchange(104, sent, replies, sites.__getitem__)
     assert [reply.has_content() for reply in replies] == [True, False]
     labels = {"run_id": "104", "phase": "train"}
     assert value("fedllm_round_nodes_sampled", **labels) == 3
@@ -114,6 +115,23 @@ def test_an_exchange_records_participation_and_payload() -> None:
     answer = replies[0].content
     received = answer["arrays"].count_bytes() + answer["metrics"].count_bytes()
     assert value("fedllm_round_received_bytes", **labels) == received > 40
+    assert value("fedllm_round_site_replied", **labels, site="hospital-a") == 1
+    assert value("fedllm_round_site_replied", **labels, site="hospital-b") == 0  # an error
+    assert value("fedllm_round_site_replied", **labels, site="hospital-c") == 0  # no reply
+
+
+def test_rejected_updates_are_counted_per_site() -> None:
+    run = {"run_id": "105", "strategy": "fedavg"}
+    telemetry = RunTelemetry(105, "fedavg", total_rounds=2)
+    nodes = [{"node": 7, "site": "hospital-a"}, {"node": 8, "site": "hospital-b"}]
+    for server_round in (1, 2):
+        telemetry.closed({
+            "round": server_round,
+            "exchanges": {"train": {"nodes": nodes}},
+            "rejected": [{"node": 8, "site": "hospital-b", "reason": "contains NaN or Inf"}],
+        })  # fmt: skip
+    assert value("fedllm_updates_rejected_total", **run, site="hospital-a") == 0
+    assert value("fedllm_updates_rejected_total", **run, site="hospital-b") == 2
 
 
 def test_phase_labels_stay_bounded() -> None:

@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedMedian
 from flwr.supercore.task_identity import TaskIdentity
 
+from superlink import audit
+from superlink.history import History
 from superlink.update_guard import RoundLedger, check_update, guarded
 
 
@@ -76,3 +80,16 @@ def test_missing_replies_count_as_failures() -> None:
     strategy._sent, strategy._ledger = adapter(0.0), RoundLedger(sampled=3)
     strategy.aggregate_train(1, [reply(1, adapter(1.0)), reply(2, adapter(1.0))])
     assert (ledgers[0].replied, ledgers[0].failed) == (2, 1)
+
+
+def test_a_rejection_names_the_site_in_history_log_and_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(audit.AUDIT_ENV, str(tmp_path / audit.AUDIT_FILE))
+    history = History(tmp_path, {7: "hospital-a"}.__getitem__)
+    history.on_round(3, RoundLedger(sampled=2, replied=2, rejected=[(7, "contains NaN")]))
+    record = history.close_round(3, {})
+    assert record["rejected"] == [{"node": 7, "site": "hospital-a", "reason": "contains NaN"}]
+    assert "round 3: update from hospital-a (node 7) rejected: contains NaN" in caplog.text
+    [entry] = audit.read(tmp_path / audit.AUDIT_FILE)
+    assert (entry["event"], entry["node"], entry["node_id"]) == ("update-rejected", "hospital-a", 7)

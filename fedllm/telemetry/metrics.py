@@ -13,6 +13,9 @@ from prometheus_client import Counter, Gauge, Histogram
 RUN = ["run_id"]
 ROUND = ["run_id", "strategy"]
 PHASE = ["run_id", "phase"]
+# `site`: the name a node was registered under (its certificate CN), or its id when unnamed.
+SITE_ROUND = [*ROUND, "site"]
+SITE_PHASE = [*PHASE, "site"]
 ROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 
 
@@ -36,7 +39,7 @@ LAST_PROGRESS = gauge(
 ROUND_CURRENT = gauge("fedllm_round_current", "Round in progress (the last once done).", ROUND)
 ROUNDS_COMPLETED = Counter("fedllm_rounds_completed", "Rounds completed by the run.", ROUND)
 UPDATES_REJECTED = Counter(
-    "fedllm_updates_rejected", "Node updates dropped before aggregation (invalid).", ROUND
+    "fedllm_updates_rejected", "Site updates dropped before aggregation (invalid).", SITE_ROUND
 )
 ROUND_DURATION = Histogram(
     "fedllm_round_duration_seconds",
@@ -48,6 +51,9 @@ NODES_SAMPLED = gauge("fedllm_round_nodes_sampled", "Nodes sent a message, last 
 NODES_REPLIED = gauge("fedllm_round_nodes_replied", "Nodes that replied, last round.", PHASE)
 NODES_FAILED = gauge(
     "fedllm_round_nodes_failed", "Nodes that sent an error or no reply, last round.", PHASE
+)
+SITE_REPLIED = gauge(
+    "fedllm_round_site_replied", "1 if the site replied (content) last round, else 0.", SITE_PHASE
 )
 SENT_BYTES = gauge("fedllm_round_sent_bytes", "Record payload sent to nodes, last round.", PHASE)
 RECEIVED_BYTES = gauge(

@@ -22,7 +22,6 @@ class RunTelemetry:
         self.total_rounds = total_rounds
         self.mark = time.monotonic()
         metrics.ROUNDS_COMPLETED.labels(*self.labels)  # exists at 0 before the first round
-        metrics.UPDATES_REJECTED.labels(*self.labels)
 
     def state(self, state: str) -> None:
         """Mark the run `running`, `finished` or `failed`."""
@@ -49,7 +48,11 @@ class RunTelemetry:
             metrics.ROUNDS_COMPLETED.labels(*self.labels).inc()
         self.mark = now
         self.progress(server_round)
-        metrics.UPDATES_REJECTED.labels(*self.labels).inc(record.get("updates-rejected", 0))
+        trained = record.get("exchanges", {}).get("train", {}).get("nodes", [])
+        for node in trained:  # each site's counter exists at 0 from its first round
+            metrics.UPDATES_REJECTED.labels(*self.labels, node["site"])
+        for rejected in record.get("rejected", []):
+            metrics.UPDATES_REJECTED.labels(*self.labels, rejected["site"]).inc()
         if "train-loss" in record.get("train", {}):
             metrics.TRAIN_LOSS.labels(*self.labels).set(record["train"]["train-loss"])
         for evaluation, names in EVALUATIONS.items():
