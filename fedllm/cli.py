@@ -16,6 +16,7 @@ from rich.console import Console
 
 from fedllm.errors import FedllmError, Terminated, raise_terminated
 from fedllm.node_cli import app as node_app
+from fedllm.privacy import check_privacy
 from fedllm.settings import RunSettings, build
 
 app = typer.Typer(
@@ -63,7 +64,9 @@ def run_settings(given: dict[str, Any], sets: list[str], run_dir: Path) -> RunSe
     values = {key: value for key, value in given.items() if value is not None}
     values |= parse_sets(sets)
     values["run_dir"] = str(run_dir.resolve())
-    return build(RunSettings, **values)
+    run = build(RunSettings, **values)
+    check_privacy(run)
+    return run
 
 
 @app.command("up")

@@ -9,6 +9,9 @@ from fedllm.errors import FedllmError
 from fedllm.settings import RunSettings
 
 ACCOUNTED_STRATEGIES = ("fedavg",)
+# Error codes of replies a site sends instead of an update (Flower's own codes are below 100).
+REFUSED = 4031  # the site's policy or privacy budget does not allow training for this run
+BLOCKED = 4030  # the reply would have carried more than the site lets leave
 
 
 def check_privacy(run: RunSettings) -> None:
@@ -26,6 +29,8 @@ def check_privacy(run: RunSettings) -> None:
                 " clipped per example"
             )
         return
+    if run.dp == "client" and run.update_dtype != "float32":
+        raise FedllmError("dp=client clips float32 updates: set update-dtype float32")
     if run.dp_noise <= 0:
         raise FedllmError(f"dp={run.dp} needs dp-noise > 0 (noise multiplier of the aggregate)")
     if run.strategy not in ACCOUNTED_STRATEGIES:

@@ -3,27 +3,37 @@
 Flower 1.42 runs every message in a new `flwr-clientapp` process, so each reply also reports
 what that costs: `startup-seconds` (process start to this handler: imports, app install),
 `setup-seconds` (settings, model, data from the token cache) beside `train-seconds`.
+The site's privacy policy decides first whether it trains at all, and how (DP-SGD, with its
+spent (ε, δ) in the reply); the egress guard lets only the update and allowed metrics leave.
 """
 
+import sys
 import time
 
 import psutil
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, MetricRecordValues, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedllm.adapter import adapter_state, load_arrays
 from fedllm.batches import batches
 from fedllm.evaluate import evaluate
+from fedllm.privacy import REFUSED
 from fedllm.telemetry.memory import process_memory
 from fedllm.telemetry.micro_batches import record_micro_batching
 from fedllm.telemetry.sampler import watch_memory
 from fedllm.telemetry.training import record_training
 from fedllm.updates import encode_update
+from supernode.client_clipping import clip_when_asked
+from supernode.dp_sgd import train_private
+from supernode.egress import egress_guard
 from supernode.microbatch import plan
+from supernode.private_round import Refused, privacy_for
 from supernode.site import open_site
+from supernode.site_policy import allowed_metrics, load_policy
 from supernode.train import train
 
-app = ClientApp()
+# Outermost first: the guard sees the reply as it would leave, after clipping (dp=client).
+app = ClientApp(mods=[egress_guard, clip_when_asked])
 
 
 def startup_seconds() -> float:
@@ -45,17 +55,27 @@ def train_round(msg: Message, context: Context) -> Message:
     seed = site.run.seed + server_round
     loader = batches(site.train, pad_id, site.run.batch_size, shuffle=True, seed=seed)
     setup = time.monotonic() - entered
-    adaptation = plan(site)  # a trial step fits the micro-batch to free memory
-    stats = train(
-        site.model,
-        loader,
-        site.device,
-        lr=site.run.lr,
-        epochs=site.run.local_epochs,
-        max_steps=site.run.local_steps,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
-        adaptation=adaptation,
-    )
+    policy = load_policy(site.node.privacy_policy)
+    try:
+        private, spent = privacy_for(site, policy, context.run_id, server_round, len(loader))
+    except Refused as err:
+        print(f"fedllm: round {server_round}: refused: {err}", file=sys.stderr, flush=True)
+        return Message(error=Error(code=REFUSED, reason=str(err)), reply_to=msg)
+    adaptation = None
+    if private is not None:
+        stats = train_private(site.model, loader, site.device, site.run.lr, private)
+    else:
+        adaptation = plan(site)  # a trial step fits the micro-batch to free memory
+        stats = train(
+            site.model,
+            loader,
+            site.device,
+            lr=site.run.lr,
+            epochs=site.run.local_epochs,
+            max_steps=site.run.local_steps,
+            proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+            adaptation=adaptation,
+        )
     examples = {"train": len(site.train), "validation": len(site.val)}
     record_training(context.run_id, server_round, stats, examples)
     if adaptation is not None:
@@ -64,14 +84,15 @@ def train_round(msg: Message, context: Context) -> Message:
     start = {name: array.numpy() for name, array in received.items()}
     name, update = encode_update(trained, start, site.run.update_dtype)
     memory = process_memory()
-    metrics = {
+    metrics: dict[str, MetricRecordValues] = {
         **stats.metrics(),
         "num-examples": len(site.train),
         "startup-seconds": startup,
         "setup-seconds": setup,
         "peak-rss-bytes": memory[1] if memory else 0,
+        **(spent.metrics() if spent else {}),
     }
-    reply = RecordDict({name: update, "metrics": MetricRecord(metrics)})
+    reply = RecordDict({name: update, "metrics": MetricRecord(allowed_metrics(policy, metrics))})
     return Message(content=reply, reply_to=msg)
 
 
@@ -85,4 +106,5 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     loader = batches(site.val, pad_id, site.run.batch_size, shuffle=False)
     result = evaluate(site.model, loader, site.device)
     metrics = {f"eval-{key}" if key != "num-examples" else key: v for key, v in result.items()}
+    metrics = allowed_metrics(load_policy(site.node.privacy_policy), metrics)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -15,18 +15,20 @@ from pathlib import Path
 from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 
+from fedllm.privacy import BLOCKED
 from fedllm.updates import PREFIX, UPDATE_DTYPES, WEIGHTS
 from supernode.site_policy import REQUIRED_METRICS, SitePolicy, load_policy
 
-BLOCKED = 4030  # error code of a reply held back at the site
 UPDATE_RECORDS = {WEIGHTS} | {PREFIX + dtype for dtype in UPDATE_DTYPES if dtype != "float32"}
 # What fedllm's ClientApp reports: timings, throughput, memory, losses, privacy spent.
 METRIC_KEYS = frozenset({
     "num-examples", "train-loss", "train-steps", "train-seconds", "train-cpu-seconds",
     "examples-per-second", "tokens-per-second", "startup-seconds", "setup-seconds",
-    "peak-rss-bytes", "micro-batch", "micro-batch-adaptations", "memory-pressure",
-    "gradient-checkpointing", "dp-epsilon", "dp-delta", "dp-site-epsilon",
-    "dp-noise-multiplier", "eval-loss", "eval-accuracy", "eval-f1",
+    "peak-rss-bytes", "micro-batch", "micro-batch-fitted", "micro-batch-min",
+    "gradient-checkpointing", "memory-oom-recoveries", "memory-pressure-halvings",
+    "memory-growths", "memory-pressure-max", "memory-usage-max", "memory-budget-bytes",
+    "memory-row-bytes", "dp-epsilon", "dp-delta", "dp-site-epsilon", "dp-noise-multiplier",
+    "eval-loss", "eval-accuracy", "eval-f1",
 })  # fmt: skip
 
 

@@ -16,6 +16,7 @@ asks for less privacy than the policy allows is refused before any training, wha
 import tomllib
 from pathlib import Path
 
+from flwr.app import MetricRecordValues
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedllm.errors import FedllmError
@@ -80,7 +81,9 @@ def refusal(policy: SitePolicy, run: RunSettings, noise: float, delta: float) ->
     return None
 
 
-def allowed_metrics(policy: SitePolicy, metrics: dict[str, float]) -> dict[str, float]:
+def allowed_metrics(
+    policy: SitePolicy, metrics: dict[str, MetricRecordValues]
+) -> dict[str, MetricRecordValues]:
     """The reply metrics this site lets leave."""
     if policy.metrics is None:
         return metrics
