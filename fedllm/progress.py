@@ -23,7 +23,23 @@ def round_line(row: dict[str, Any], total: int) -> str:
         parts.append(f"federated accuracy {row['federated'].get('eval-accuracy', 0.0):.4f}")
     if "train" in row:
         parts.append(f"train loss {row['train'].get('train-loss', 0.0):.4f}")
+    parts += privacy_parts(row)
     return "  ".join(parts)
+
+
+def privacy_parts(row: dict[str, Any]) -> list[str]:
+    """(ε, δ) spent so far: per site (DP-SGD), or of the aggregate; refusals by site."""
+    nodes = row.get("exchanges", {}).get("train", {}).get("nodes", [])
+    spent = [node for node in nodes if "dp-epsilon" in node]
+    parts = []
+    if spent:
+        sites = " ".join(f"{node['site']} {node['dp-epsilon']:.2f}" for node in spent)
+        parts.append(f"ε {sites} (δ {spent[0]['dp-delta']:.0e})")
+    if "privacy" in row:
+        parts.append(f"ε {row['privacy']['epsilon']:.2f} (δ {row['privacy']['delta']:.0e})")
+    if row.get("refused"):
+        parts.append("refused " + ", ".join(entry["site"] for entry in row["refused"]))
+    return parts
 
 
 def follow(

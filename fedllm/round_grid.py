@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -36,6 +36,10 @@ NODE_METRICS = (
     "startup-seconds",
     "setup-seconds",
     "peak-rss-bytes",
+    "dp-epsilon",
+    "dp-delta",
+    "dp-site-epsilon",
+    "dp-noise-multiplier",
 )
 
 
@@ -54,6 +58,22 @@ class Exchange:
         if self.aggregated_seconds is not None:
             found["aggregated-seconds"] = self.aggregated_seconds
         return found
+
+
+def keep_common_metrics(replies: list[Message]) -> None:
+    """Cut each reply's metrics to the keys every reply has (its node entry keeps them all).
+
+    Flower aggregates only metric records with the same keys, and sites may send fewer: their
+    policy keeps some at home, a node without memory adaptation has no micro-batch figures.
+    """
+    contents = [reply.content for reply in replies if reply.has_content()]
+    keys = [{key for record in c.metric_records.values() for key in record} for c in contents]
+    if not keys:
+        return
+    common = set.intersection(*keys)
+    for content in contents:
+        for name, record in list(content.metric_records.items()):
+            content[name] = MetricRecord({key: record[key] for key in record if key in common})
 
 
 def node_entry(sent: Message, reply: Message | None, site: str) -> dict[str, Any]:
@@ -146,6 +166,7 @@ class RoundGrid(Grid):
             if reply.has_content() and source is not None:
                 base = source.content.array_records.get(WEIGHTS)
                 reply.content = decode_reply(reply.content, base)
+        keep_common_metrics(replies)
         return replies
 
     def _collect(self, pending: set[str], timeout: float | None) -> list[Message]:

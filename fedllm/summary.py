@@ -26,6 +26,21 @@ def predict_command(run_dir: Path) -> str:
     return f"fedllm predict --run-dir {shlex.quote(str(run_dir))} 'A review to classify.'"
 
 
+def privacy_spent(history: list[dict[str, Any]]) -> str:
+    """The (ε, δ) each site's records spent in the run (DP-SGD), or the aggregate's; or ''."""
+    last: dict[str, str] = {}
+    for row in history:
+        for node in row.get("exchanges", {}).get("train", {}).get("nodes", []):
+            if "dp-epsilon" in node:
+                last[node["site"]] = (
+                    f"{node['site']} ε {node['dp-epsilon']:.2f} δ {node['dp-delta']:.0e}"
+                )
+        if "privacy" in row:
+            total = row["privacy"]
+            last["all"] = f"ε {total['epsilon']:.2f} δ {total['delta']:.0e} (site-level)"
+    return ", ".join(last[site] for site in sorted(last))
+
+
 def print_summary(
     run: RunSettings, run_id: int, history: list[dict[str, Any]], seconds: float, console: Console
 ) -> dict[str, Any]:
@@ -41,6 +56,8 @@ def print_summary(
         "run-dir": str(run_dir),
         "seconds": seconds,
     }
+    if spent := privacy_spent(history):
+        summary["privacy"] = spent
     table = Table(title="fedllm run finished", show_header=False)
     for key, value in summary.items():
         if key == "seconds":

@@ -63,13 +63,25 @@ class History:
             rejected.append({"node": node_id, "site": site, "reason": reason})
         if rejected:
             self.pending["rejected"] = rejected
+        refused = [self.refusal(server_round, node_id, why) for node_id, why in ledger.refused]
+        if refused:
+            self.pending["refused"] = refused
         self.pending.update(
             {
                 "nodes-sampled": ledger.sampled,
                 "nodes-failed": ledger.failed,
                 "updates-rejected": len(ledger.rejected),
+                "nodes-refused": len(ledger.refused),
             }
         )
+
+    def refusal(self, server_round: int, node_id: int, reason: str) -> dict[str, Any]:
+        """A site that would not train (its policy, its privacy budget): logged and audited."""
+        site = self.site(node_id)
+        log(WARNING, "round %s: %s (node %s) refused: %s", server_round, site, node_id, reason)
+        audit = {"node": site, "node_id": node_id, "round": server_round, "reason": reason}
+        append_from_env("policy-refusal", **audit)
+        return {"node": node_id, "site": site, "reason": reason}
 
     def on_evaluate(self, replies: list[RecordDict], aggregated: MetricRecord) -> None:
         """Strategy hook: weighted federated evaluation of the current round."""

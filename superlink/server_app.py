@@ -2,10 +2,13 @@
 
 import shutil
 import time
+from logging import WARNING
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
@@ -15,20 +18,26 @@ from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
 from fedllm.object_pulls import prompt_reply_pulls
 from fedllm.partition import server_holdout
+from fedllm.privacy import check_privacy
 from fedllm.round_grid import RoundGrid
 from fedllm.settings import RunSettings, from_flower_config
 from fedllm.telemetry.rounds import RunTelemetry
 from fedllm.telemetry.sampler import watch_memory
 from superlink.audit import append_from_env
 from superlink.checkpoint import (
+    STATE_FILE,
+    checkpoint_dir,
+    completed_rounds,
     guard_fresh,
     load_last_checkpoint,
     prune,
+    read_json,
     save_checkpoint,
     write_json,
 )
 from superlink.history import History, write_status
 from superlink.plot import plot_history
+from superlink.site_dp import privacy_entry, restore_accountant
 from superlink.strategy import make_strategy
 
 app = ServerApp()
@@ -47,6 +56,7 @@ def main(grid: Grid, context: Context) -> None:
     telemetry.state("running")
     append_from_env("run-started", run_id=context.run_id, run_dir=str(run_dir))
     try:
+        check_privacy(run)
         federate(RoundGrid(grid, context.run_id), run, run_dir, telemetry)
     except Exception as err:
         error = str(err).splitlines()[0]
@@ -82,6 +92,8 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
         grid.mark_aggregated("train")  # the strategy aggregates metrics after the arrays
 
     strategy = make_strategy(run, on_train, history.on_evaluate, history.on_round)
+    if done:
+        restore_accountant(strategy, read_json(checkpoint_dir(run_dir, done) / STATE_FILE, {}))
     started = time.monotonic()
 
     def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -92,10 +104,13 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
         entry = {"centralized": metrics, "elapsed-seconds": time.monotonic() - started}
         if exchanges := grid.take():
             entry["exchanges"] = exchanges
+        privacy = privacy_entry(strategy) if server_round > 0 else {}
+        if "privacy" in privacy:
+            entry["privacy"] = privacy["privacy"]
         record = history.close_round(done + server_round, entry)
         telemetry.closed(record)
         if server_round > 0:
-            state = {"metrics": record, "config": run.model_dump()}
+            state = {"metrics": record, "config": run.model_dump(), **privacy}
             save_checkpoint(run_dir, done + server_round, arrays, state)
             prune(run_dir, run.keep_checkpoints)
         return MetricRecord(metrics)
@@ -103,15 +118,20 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
     remaining = run.num_server_rounds - done
     arrays = initial
     if remaining > 0:
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=initial,
-            num_rounds=remaining,
-            timeout=run.round_timeout,
-            evaluate_fn=evaluate_and_checkpoint,
-        )
-        # Result.arrays stays empty when no round produced an aggregate.
-        arrays = result.arrays if len(result.arrays) else initial
+        try:
+            result = strategy.start(
+                grid=grid,
+                initial_arrays=initial,
+                num_rounds=remaining,
+                timeout=run.round_timeout,
+                evaluate_fn=evaluate_and_checkpoint,
+            )
+            # Result.arrays stays empty when no round produced an aggregate.
+            arrays = result.arrays if len(result.arrays) else initial
+        except PrivacyBudgetExhausted as err:  # dp-epsilon reached: the run ends, not fails
+            log(WARNING, "stopping before the next round: %s", err)
+            rounds = completed_rounds(run_dir)
+            arrays = load_last_checkpoint(run_dir)[1] if rounds else initial
     load_arrays(model, arrays)
     save_final(model, tokenizer, run_dir / "final")
     plot_history(history.rounds, run_dir / "history.png")

@@ -15,10 +15,12 @@ from flwr.serverapp.strategy import (
     FedTrimmedAvg,
     FedYogi,
     Krum,
+    Strategy,
 )
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedllm.settings import RunSettings
+from superlink.site_dp import EXACTLY_MIN_NODES, SITE_WEIGHT, site_level_dp
 from superlink.update_guard import RoundLedger, UpdateGuard, guarded
 
 MetricsHook = Callable[[list[RecordDict], MetricRecord], None]
@@ -72,18 +74,21 @@ def make_strategy(
     on_train: MetricsHook,
     on_evaluate: MetricsHook,
     on_round: Callable[[int, RoundLedger], None],
-) -> UpdateGuard:
-    """The configured `flwr.serverapp.strategy`, guarded, reporting metrics to the hooks."""
-    strategy = guarded(CLASSES[run.strategy])(
-        fraction_train=run.fraction_train,
-        fraction_evaluate=run.fraction_evaluate,
-        min_train_nodes=run.min_nodes,
-        min_evaluate_nodes=run.min_nodes if run.fraction_evaluate > 0 else 0,
-        min_available_nodes=run.min_nodes,
-        train_metrics_aggr_fn=recording(on_train),
-        evaluate_metrics_aggr_fn=recording(on_evaluate),
-        **strategy_options(run),
-    )
+) -> Strategy:
+    """The configured `flwr.serverapp.strategy`, guarded (or DP-wrapped), reporting metrics."""
+    common: dict[str, Any] = {
+        "fraction_train": run.fraction_train,
+        "fraction_evaluate": run.fraction_evaluate,
+        "min_train_nodes": run.min_nodes,
+        "min_evaluate_nodes": run.min_nodes if run.fraction_evaluate > 0 else 0,
+        "min_available_nodes": run.min_nodes,
+        "train_metrics_aggr_fn": recording(on_train),
+        "evaluate_metrics_aggr_fn": recording(on_evaluate),
+    }
+    if run.dp in ("server", "client"):
+        common |= {"fraction_train": EXACTLY_MIN_NODES, "weighted_by_key": SITE_WEIGHT}
+        return site_level_dp(run, FedAvg(**common))
+    strategy = guarded(CLASSES[run.strategy])(**common, **strategy_options(run))
     assert isinstance(strategy, UpdateGuard)
     strategy.max_update_norm = run.max_update_norm
     strategy.on_round = on_round

@@ -15,6 +15,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedllm.privacy import BLOCKED, REFUSED
+
 
 @dataclass
 class RoundLedger:
@@ -24,6 +26,7 @@ class RoundLedger:
     replied: int = 0
     failed: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)  # by the site's policy
 
 
 def check_update(reply: ArrayRecord, sent: ArrayRecord, max_norm: float) -> str | None:
@@ -67,6 +70,8 @@ class UpdateGuard(FedAvg):
         for reply in replies:
             if reply.has_error():
                 ledger.failed += 1
+                if reply.error.code in (REFUSED, BLOCKED):
+                    ledger.refused.append((reply.metadata.src_node_id, reply.error.reason or ""))
                 kept.append(reply)
                 continue
             ledger.replied += 1

@@ -13,6 +13,7 @@ import time
 import psutil
 from flwr.app import Context, Error, Message, MetricRecord, MetricRecordValues, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from fedllm.adapter import adapter_state, load_arrays
 from fedllm.batches import batches
@@ -23,6 +24,7 @@ from fedllm.telemetry.micro_batches import record_micro_batching
 from fedllm.telemetry.sampler import watch_memory
 from fedllm.telemetry.training import record_training
 from fedllm.updates import encode_update
+from superlink.site_dp import SITE_WEIGHT
 from supernode.client_clipping import clip_when_asked
 from supernode.dp_sgd import train_private
 from supernode.egress import egress_guard
@@ -33,7 +35,8 @@ from supernode.site_policy import allowed_metrics, load_policy
 from supernode.train import train
 
 # Outermost first: the guard sees the reply as it would leave, after clipping (dp=client).
-app = ClientApp(mods=[egress_guard, clip_when_asked])
+MODS: list[Mod] = [egress_guard, clip_when_asked]
+app = ClientApp(mods=MODS)
 
 
 def startup_seconds() -> float:
@@ -91,6 +94,7 @@ def train_round(msg: Message, context: Context) -> Message:
         "setup-seconds": setup,
         "peak-rss-bytes": memory[1] if memory else 0,
         **(spent.metrics() if spent else {}),
+        **({SITE_WEIGHT: 1} if site.run.dp in ("server", "client") else {}),
     }
     reply = RecordDict({name: update, "metrics": MetricRecord(allowed_metrics(policy, metrics))})
     return Message(content=reply, reply_to=msg)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # nodes whose node config says `faults="..."` (tests/apps/faulty/faulty_clientapp.py).
 FAULTY_APP = ROOT / "tests" / "apps" / "faulty"
 # What it logs when it injects a fault: node id, round, fault.
-FAULT = re.compile(r"faulty-clientapp: node (\d+) round (\d+): (\w+)")
+FAULT = re.compile(r"faulty-clientapp: node (\d+) round (\d+): ([\w-]+)")
 
 
 def federation(run_dir: Path, node_configs: list[dict[str, Any]]) -> LocalFederation:

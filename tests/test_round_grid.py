@@ -94,3 +94,21 @@ def test_nodes_are_named_by_their_registered_site(clock: FakeClock) -> None:
     assert [(node["node"], node["site"]) for node in nodes] == [
         (1, "hospital-a"), (2, "2"), (3, "3")
     ]  # fmt: skip
+
+
+def test_aggregation_gets_the_metrics_every_site_sent(clock: FakeClock) -> None:
+    """A site's policy may keep metrics home: Flower aggregates only records with equal keys."""
+
+    class UnevenNodes(SlowNodes):
+        def pull_messages(self, message_ids: set[str]) -> list[Message]:
+            replies = super().pull_messages(message_ids)
+            for reply in replies:
+                if reply.metadata.src_node_id == 2:
+                    reply.content["metrics"] = MetricRecord({"num-examples": 4})
+            return replies
+
+    grid = RoundGrid(UnevenNodes({1: 1, 2: 1}), run_id=1, poll=0.01)  # type: ignore[arg-type]
+    replies = list(grid.send_and_receive(train_messages([1, 2]), timeout=10.0))
+    assert [dict(reply.content["metrics"]) for reply in replies] == [{"num-examples": 4}] * 2
+    nodes = grid.take()["train"]["nodes"]
+    assert [node.get("train-seconds") for node in nodes] == [0.5, None]  # history keeps all

@@ -52,6 +52,17 @@ NODES_REPLIED = gauge("fedllm_round_nodes_replied", "Nodes that replied, last ro
 NODES_FAILED = gauge(
     "fedllm_round_nodes_failed", "Nodes that sent an error or no reply, last round.", PHASE
 )
+POLICY_REFUSALS = Counter(
+    "fedllm_policy_refusals",
+    "Training messages a site refused (its privacy policy or budget, or egress held back).",
+    SITE_ROUND,
+)
+EPSILON = gauge(
+    "fedllm_privacy_epsilon",
+    "Privacy spent so far in the run: ε per site (record-level DP-SGD) or of the aggregate"
+    ' (site-level, site="all").',
+    SITE_ROUND,
+)
 SITE_REPLIED = gauge(
     "fedllm_round_site_replied", "1 if the site replied (content) last round, else 0.", SITE_PHASE
 )

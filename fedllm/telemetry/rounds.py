@@ -53,6 +53,13 @@ class RunTelemetry:
             metrics.UPDATES_REJECTED.labels(*self.labels, node["site"])
         for rejected in record.get("rejected", []):
             metrics.UPDATES_REJECTED.labels(*self.labels, rejected["site"]).inc()
+        for refused in record.get("refused", []):
+            metrics.POLICY_REFUSALS.labels(*self.labels, refused["site"]).inc()
+        for node in trained:
+            if "dp-epsilon" in node:
+                metrics.EPSILON.labels(*self.labels, node["site"]).set(node["dp-epsilon"])
+        if "privacy" in record:
+            metrics.EPSILON.labels(*self.labels, "all").set(record["privacy"]["epsilon"])
         if "train-loss" in record.get("train", {}):
             metrics.TRAIN_LOSS.labels(*self.labels).set(record["train"]["train-loss"])
         for evaluation, names in EVALUATIONS.items():

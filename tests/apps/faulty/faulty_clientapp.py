@@ -7,7 +7,11 @@ the k-th fault of that list (an empty item, or a round past the end of the list:
 - `scale`: the update (trained minus received) multiplied by 1000,
 - `shape`: the first array with its last row dropped,
 - `slow`: the honest reply, SLOW_SECONDS late,
-- `hang`: no reply for HANG_SECONDS (a node stuck mid-round).
+- `hang`: no reply for HANG_SECONDS (a node stuck mid-round),
+- `extra-array`: the honest reply plus an array record of token ids,
+- `string-metric`: the honest reply plus a config record holding review text.
+
+It has fedllm's mods (the egress guard among them) around the faults: those two never leave.
 
 Each fault is announced on stderr (the SuperNode's log) with the node id and round before it
 takes effect, so a test can wait for it and match it to what the SuperLink did. Nodes without
@@ -18,17 +22,22 @@ takes effect, so a test can wait for it and match it to what the SuperLink did. 
 import sys
 import time
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from supernode.client_app import app as honest
+from supernode.client_app import MODS, evaluate_round, train_round
 
 SCALE = 1000.0
 SLOW_SECONDS = 10.0
 HANG_SECONDS = 3600.0
 
-app = ClientApp()
+app = ClientApp(mods=MODS)
+LEAKS = {
+    "extra-array": {"tokens": ArrayRecord({"input-ids": Array(np.arange(32, dtype=np.int64))})},
+    "string-metric": {"review": ConfigRecord({"text": "a great film, says patient 42"})},
+}
 
 
 def corrupt(fault: str, trained: ArrayRecord, received: ArrayRecord) -> ArrayRecord:
@@ -71,9 +80,13 @@ def train(msg: Message, context: Context) -> Message:
     if fault in ("slow", "hang"):
         announce(context, server_round, fault)
         time.sleep(SLOW_SECONDS if fault == "slow" else HANG_SECONDS)
-    reply = honest(msg, context)
+    reply = train_round(msg, context)
     if fault in ("", "slow", "hang") or reply.has_error():
         return reply
+    if fault in LEAKS:
+        announce(context, server_round, fault)
+        content = RecordDict({**dict(reply.content.items()), **LEAKS[fault]})
+        return Message(content=content, reply_to=msg)
     if "arrays" not in reply.content.array_records:
         raise ValueError("faulty-clientapp corrupts float32 weights only: update-dtype=float32")
     received = msg.content.array_records["arrays"]
@@ -87,4 +100,4 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """fedllm's federated evaluation, unchanged."""
-    return honest(msg, context)
+    return evaluate_round(msg, context)
