@@ -110,5 +110,7 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     loader = batches(site.val, pad_id, site.run.batch_size, shuffle=False)
     result = evaluate(site.model, loader, site.device)
     metrics = {f"eval-{key}" if key != "num-examples" else key: v for key, v in result.items()}
+    if site.run.dp in ("server", "client"):
+        metrics[SITE_WEIGHT] = 1  # site-level DP weighs every site the same
     metrics = allowed_metrics(load_policy(site.node.privacy_policy), metrics)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -113,3 +113,26 @@ def test_dp_sgd_budgets_and_site_policies(demo_assets: tuple[Path, Path], tmp_pa
         assert entry["blocked"] == []
         keys = set(entry["metrics"]["metrics"])
         assert keys == {"num-examples", "train-loss", "dp-epsilon", "dp-delta"}
+
+
+def test_site_level_dp_stops_before_its_budget(
+    demo_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """dp=server: Flower's wrapper and accountant; ε 2.24, 3.64, 4.86 at δ 1/30 with 3 sites."""
+    run_dir = tmp_path / "run"
+    run = run_settings(
+        demo_assets, run_dir, num_server_rounds=3, min_nodes=3, fraction_evaluate=0.0,
+        dp="server", dp_noise=1.0, dp_epsilon=4.0,
+    )  # fmt: skip
+    with federation(run_dir, [{}, {}, {}]) as fed:
+        run_id, history = run_job(fed, run, FAULTY_APP, Console(), timeout=300)
+        server_log = flwr_log(fed, run_id)
+    assert [row["round"] for row in history] == [0, 1, 2]
+    epsilons = [row["privacy"]["epsilon"] for row in history[1:]]
+    assert epsilons == pytest.approx([2.24, 3.64], abs=0.01)
+    assert all(row["privacy"]["delta"] == pytest.approx(1 / 30) for row in history[1:])
+    assert "stopping before the next round" in server_log
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    final = load_file(run_dir / "final" / "adapter_model.safetensors")
+    last = load_file(run_dir / "checkpoints" / "round-2" / "adapter.safetensors")
+    assert all(bool((final[name] == last[name]).all()) for name in last)
