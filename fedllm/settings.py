@@ -95,9 +95,11 @@ class NodeSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantization: Literal["", "none", "4bit", "8bit"] = ""
     cache_dir: Path | None = None
-    # The site's own privacy policy (supernode.site_policy) and its privacy ledger.
+    # The site's own privacy policy (supernode.site_policy), its privacy ledger, and a log
+    # of what each reply carried out of the site (supernode.egress).
     privacy_policy: Path | None = None
     privacy_ledger: Path | None = None
+    egress_log: Path | None = None
     # Micro-batches fitted to free memory and adapted to out-of-memory and pressure
     # (supernode.microbatch, supernode.adaptation); the effective batch stays `batch-size`.
     adapt_memory: bool = True

@@ -16,6 +16,7 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedllm.privacy import BLOCKED
+from fedllm.settings import NodeSettings, from_flower_config
 from fedllm.updates import PREFIX, UPDATE_DTYPES, WEIGHTS
 from supernode.site_policy import REQUIRED_METRICS, SitePolicy, load_policy
 
@@ -89,18 +90,11 @@ def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    policy = load_policy(path_of(context, "privacy-policy"))
-    problems = violations(msg, reply, allowed_keys(policy))
-    egress_log = path_of(context, "egress-log")
-    if egress_log is not None:
-        log_egress(egress_log, reply, problems)
+    node = from_flower_config(NodeSettings, context.node_config)
+    problems = violations(msg, reply, allowed_keys(load_policy(node.privacy_policy)))
+    if node.egress_log is not None:
+        log_egress(node.egress_log.expanduser(), reply, problems)
     if problems:
         reason = "egress blocked at the site: " + "; ".join(problems)
         return Message(error=Error(code=BLOCKED, reason=reason), reply_to=msg)
     return reply
-
-
-def path_of(context: Context, key: str) -> Path | None:
-    """A path from the node config, or None."""
-    value = context.node_config.get(key)
-    return Path(str(value)).expanduser() if value else None
