@@ -8,7 +8,6 @@ import json
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +202,11 @@ def test_a_certified_but_unregistered_node_cannot_join(fed: Federation) -> None:
     assert refused and all(e["status"] == "403" and e["key_bound"] == "0" for e in refused)
 
 
+def pull_as_node_5(fed: Federation) -> int:
+    """Status of a Fleet request with node-5's certificate and key: 403 while unbound."""
+    return fed.fleet("pull-messages", PullMessagesRequest(), "node-5", "node-5")[0]
+
+
 def test_registration_from_the_certificate_then_unregistration(fed: Federation) -> None:
     other = generate(fed.root / "other", "node-4") / "node-4.crt"
     result = fedllm_node(fed, "register", str(other))
@@ -219,15 +223,13 @@ def test_registration_from_the_certificate_then_unregistration(fed: Federation) 
     assert again.returncode == 0 and f"already registered as node {node_id}" in again.stdout
     keys = fed.root / "state" / "node-keys.map"
     wait_for(lambda: '"node-5 ' in keys.read_text(), 10, "the gateway to bind node-5")
-    time.sleep(1.5)  # the reload
+    wait_for(lambda: pull_as_node_5(fed) != 403, 30, "the gateway to reload the binding")
     node = fed.node("node-5", "node-5")
     try:
         wait_for(lambda: fed.nodes().get(node_id) == "online", 60, "node-5 online")
         assert fedllm_node(fed, "unregister", str(fed.pki / "node-5.crt")).returncode == 0
         wait_for(lambda: '"node-5 ' not in keys.read_text(), 10, "the gateway to unbind node-5")
-        time.sleep(1.5)  # the reload
-        status, _ = fed.fleet("pull-messages", PullMessagesRequest(), "node-5", "node-5")
-        assert status == 403
+        wait_for(lambda: pull_as_node_5(fed) == 403, 30, "the gateway to refuse node-5's key")
     finally:
         stop([node])
     events = [(e.get("event"), e.get("node")) for e in fed.audit()]
