@@ -5,7 +5,6 @@ classification head), clips each to `clip` and adds Gaussian noise of `noise * c
 step; batches are Poisson-sampled (rate batch-size / records), as the RDP accounting assumes.
 """
 
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from supernode.train import TrainStats
+from supernode.train import Tally, TrainStats
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,8 @@ def train_private(
             poisson_sampling=True,
         )
     private.train()
-    loss_sum, examples, tokens, steps = 0.0, 0, 0, 0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    while steps < plan.steps:
+    tally = Tally()
+    while tally.steps < plan.steps:
         for batch in batches:
             optimizer.zero_grad(set_to_none=True)
             if isinstance(batch, dict):
@@ -76,20 +74,11 @@ def train_private(
                 loss = private(**batch).loss
                 loss.backward()
                 optimizer.step()
-                loss_sum += float(loss.detach()) * len(batch["labels"])
-                examples += len(batch["labels"])
-                tokens += int(batch["attention_mask"].sum())
+                tally.add(batch, float(loss.detach()))
             else:  # an empty Poisson draw
                 noise_only_step(optimizer)
-            steps += 1
-            if steps >= plan.steps:
+            tally.steps += 1
+            if tally.steps >= plan.steps:
                 break
     private.to_standard_module()  # no opacus hooks left on the model the reply is read from
-    return TrainStats(
-        loss=loss_sum / max(examples, 1),
-        examples=examples,
-        tokens=tokens,
-        steps=steps,
-        seconds=time.perf_counter() - started,
-        cpu_seconds=time.process_time() - cpu_started,
-    )
+    return tally.stats()

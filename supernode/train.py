@@ -46,6 +46,36 @@ class TrainStats:
         }
 
 
+@dataclass
+class Tally:
+    """Running totals of one training pass, timed from its creation."""
+
+    loss_sum: float = 0.0
+    examples: int = 0
+    tokens: int = 0
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    cpu_started: float = field(default_factory=time.process_time)
+
+    def add(self, batch: dict[str, torch.Tensor], loss: float) -> None:
+        """One batch trained, at mean loss `loss`."""
+        self.loss_sum += loss * len(batch["labels"])
+        self.examples += len(batch["labels"])
+        self.tokens += int(batch["attention_mask"].sum())
+
+    def stats(self, memory: dict[str, MetricRecordValues] | None = None) -> TrainStats:
+        """What the pass did, until now."""
+        return TrainStats(
+            loss=self.loss_sum / max(self.examples, 1),
+            examples=self.examples,
+            tokens=self.tokens,
+            steps=self.steps,
+            seconds=time.perf_counter() - self.started,
+            cpu_seconds=time.process_time() - self.cpu_started,
+            memory=memory or {},
+        )
+
+
 class Accumulator:
     """Gradient sums of completed micro-batches, held apart from `.grad`."""
 
@@ -145,9 +175,8 @@ def train(
     total_steps = max_steps or max(1, round(epochs * len(loader)))
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss_sum, examples, tokens, steps = 0.0, 0, 0, 0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    while steps < total_steps:
+    tally = Tally()
+    while tally.steps < total_steps:
         for batch in loader:
             batch = {key: value.to(device) for key, value in batch.items()}
             loss = batch_gradient(model, batch, grads, adaptation, probe)
@@ -162,18 +191,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             if adaptation is not None:
                 adaptation.step_done(probe())
-            loss_sum += loss * len(batch["labels"])
-            examples += len(batch["labels"])
-            tokens += int(batch["attention_mask"].sum())
-            steps += 1
-            if steps >= total_steps:
+            tally.add(batch, loss)
+            tally.steps += 1
+            if tally.steps >= total_steps:
                 break
-    return TrainStats(
-        loss=loss_sum / max(examples, 1),
-        examples=examples,
-        tokens=tokens,
-        steps=steps,
-        seconds=time.perf_counter() - started,
-        cpu_seconds=time.process_time() - cpu_started,
-        memory=adaptation.metrics() if adaptation is not None else {},
-    )
+    return tally.stats(adaptation.metrics() if adaptation is not None else None)

@@ -119,3 +119,28 @@ def test_releases_survive_in_the_ledger_file(tmp_path: Path) -> None:
     again = PrivacyLedger(tmp_path / "site" / "ledger.json")
     assert len(again.releases()) == 2 and again.releases(2) == []
     assert epsilon(again.releases(), 1e-5) > epsilon(again.releases()[:1], 1e-5) > 0
+
+
+def test_dp_sgd_trains_the_adapter_and_leaves_no_hooks(demo_assets: tuple[Path, Path]) -> None:
+    import pandas as pd
+    import torch
+
+    from fedllm.batches import batches, encode
+    from fedllm.model import build_model, load_tokenizer
+    from supernode.dp_sgd import DpSgd, train_private
+
+    model_dir, reviews = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    model = build_model(RunSettings(model=str(model_dir)), tokenizer, torch.device("cpu"))
+    trainable = {
+        name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
+    }
+    table = pd.read_parquet(reviews).head(64)
+    encoded = encode(list(table.text), list(table.label), tokenizer, 32)
+    loader = batches(encoded, int(tokenizer.pad_token_id), 16, shuffle=True)
+    stats = train_private(model, loader, torch.device("cpu"), 1e-3, DpSgd(1.0, 1.0, 0.25, 5))
+    assert stats.steps == 5 and stats.examples > 0 and stats.loss > 0
+    moved = [name for name, p in model.named_parameters() if name in trainable
+             and not torch.equal(p, trainable[name])]  # fmt: skip
+    assert sorted(moved) == sorted(trainable)  # noise reaches every trainable weight
+    assert not any(module._forward_hooks for module in model.modules())
