@@ -50,6 +50,21 @@ def test_unknown_set_key_and_bad_option(local: list[str]) -> None:
     assert_one_line_error(fedllm("up", "--nodes", "many"), "--nodes")
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["dp=sgd", "dp-epsilon=3", "dp-delta=1"], "'dp-delta'"),
+        (["dp=server", "dp-noise=1", "strategy=krum"], "fedavg only"),
+    ],
+)
+def test_privacy_settings_that_cannot_apply(
+    local: list[str], demo_assets: tuple[Path, Path], sets: list[str], message: str
+) -> None:
+    pairs = [word for pair in sets for word in ("--set", pair)]
+    result = fedllm("up", *local, "--dataset", str(demo_assets[1]), *pairs)
+    assert_one_line_error(result, message)
+
+
 def test_predict_without_a_finished_run(tmp_path: Path) -> None:
     assert_one_line_error(fedllm("predict", "--run-dir", str(tmp_path), "text"), "final adapter")
 
