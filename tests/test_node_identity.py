@@ -159,11 +159,24 @@ def test_a_fresh_key_cannot_register_a_new_node(fed: Federation) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["pull-messages", "push-messages", "send-node-heartbeat", "deactivate-node", "unregister-node"],
+    [
+        "pull-messages",
+        "push-messages",
+        "send-node-heartbeat",
+        "activate-node",
+        "deactivate-node",
+        "unregister-node",
+    ],
 )
 def test_a_node_cannot_act_for_another(fed: Federation, path: str) -> None:
     b = fed.node_ids["node-2"]
+    b_public = (
+        load_key(fed.pki / "node-2.key")
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     bodies: dict[str, Message] = {
+        "activate-node": ActivateNodeRequest(public_key=b_public, heartbeat_interval=30),
         "pull-messages": PullMessagesRequest(node=Node(node_id=b)),
         "push-messages": PushMessagesRequest(node=Node(node_id=b)),
         "send-node-heartbeat": SendNodeHeartbeatRequest(
