@@ -23,6 +23,7 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedllm.egress import METRIC_KEYS, contents, violations
 from fedllm.telemetry.grid import payload_bytes, phase, record_exchange
 from fedllm.updates import WEIGHTS, decode_reply
 
@@ -77,7 +78,8 @@ def keep_common_metrics(replies: list[Message]) -> None:
 
 
 def node_entry(sent: Message, reply: Message | None, site: str) -> dict[str, Any]:
-    """Bytes each way and the node's own timings for one node (of `site`) of an exchange."""
+    """Bytes each way, the node's own timings, and what its reply carried (names, shapes, keys;
+    `egress-violations` when it carried what no reply should) for one node of an exchange."""
     entry: dict[str, Any] = {
         "node": sent.metadata.dst_node_id,
         "site": site,
@@ -87,6 +89,9 @@ def node_entry(sent: Message, reply: Message | None, site: str) -> dict[str, Any
         entry["received-bytes"] = payload_bytes(reply.content)
         for metrics in reply.content.metric_records.values():
             entry |= {key: metrics[key] for key in NODE_METRICS if key in metrics}
+        entry["contents"] = contents(reply)
+        if problems := violations(sent, reply, METRIC_KEYS):
+            entry["egress-violations"] = problems
     return entry
 
 

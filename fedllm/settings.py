@@ -96,7 +96,7 @@ class NodeSettings(BaseSettings):
     quantization: Literal["", "none", "4bit", "8bit"] = ""
     cache_dir: Path | None = None
     # The site's own privacy policy (supernode.site_policy), its privacy ledger, and a log
-    # of what each reply carried out of the site (supernode.egress).
+    # of what each reply carried out of the site (supernode.egress_guard).
     privacy_policy: Path | None = None
     privacy_ledger: Path | None = None
     egress_log: Path | None = None

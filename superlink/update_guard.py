@@ -16,6 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedllm.privacy import BLOCKED, REFUSED
+from fedllm.updates import WEIGHTS
 
 
 @dataclass
@@ -48,6 +49,13 @@ def check_update(reply: ArrayRecord, sent: ArrayRecord, max_norm: float) -> str 
     return None
 
 
+def beyond_the_update(reply: Message) -> str | None:
+    """A training reply carrying records besides the update and its metrics: why, or None."""
+    content = reply.content
+    extra = sorted(set(content.array_records) - {WEIGHTS}) + sorted(content.config_records)
+    return f"reply carries records beyond the update: {extra}" if extra else None
+
+
 class UpdateGuard(FedAvg):
     """Mixin for Flower strategies: validate training replies before aggregating them."""
 
@@ -76,7 +84,9 @@ class UpdateGuard(FedAvg):
                 continue
             ledger.replied += 1
             arrays = next(iter(reply.content.array_records.values()), ArrayRecord())
-            reason = check_update(arrays, self._sent, self.max_update_norm)
+            reason = beyond_the_update(reply) or check_update(
+                arrays, self._sent, self.max_update_norm
+            )
             if reason is None:
                 kept.append(reply)
             else:

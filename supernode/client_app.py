@@ -27,7 +27,7 @@ from fedllm.updates import encode_update
 from superlink.site_dp import SITE_WEIGHT
 from supernode.client_clipping import clip_when_asked
 from supernode.dp_sgd import train_private
-from supernode.egress import egress_guard
+from supernode.egress_guard import egress_guard
 from supernode.microbatch import plan
 from supernode.private_round import Refused, privacy_for
 from supernode.site import open_site

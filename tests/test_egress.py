@@ -16,8 +16,9 @@ from flwr.app import (
 )
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedllm.egress import METRIC_KEYS, violations
 from fedllm.privacy import BLOCKED
-from supernode.egress import METRIC_KEYS, egress_guard, violations
+from supernode.egress_guard import egress_guard
 from supernode.site_policy import SitePolicy
 
 ADAPTER = {"lora_A": np.zeros((8, 4), np.float32), "lora_B": np.zeros((4, 8), np.float32)}

@@ -15,8 +15,8 @@ import pytest
 from rich.console import Console
 from safetensors.torch import load_file
 
+from fedllm.egress import METRIC_KEYS
 from fedllm.supervisor import run_job
-from supernode.egress import METRIC_KEYS
 from supernode.privacy_ledger import Release, epsilon
 from tests.federations import FAULTY_APP, federation, flwr_log, run_settings
 
@@ -37,6 +37,9 @@ def adapter_shapes(run_dir: Path) -> dict[str, list[int]]:
 def test_only_the_adapter_and_allowed_metrics_leave_a_site(
     demo_assets: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    """Captured twice: by each site's egress guard (its log) and by the ServerApp, which records
+    what every reply carried (history.json) whatever code the node ran. node-2 adds token ids,
+    then review text, after fedllm's ClientApp replied: only the ServerApp's capture sees that."""
     run_dir = tmp_path / "run"
     logs = [{"egress-log": str(run_dir / f"node-{k}-egress.jsonl")} for k in (1, 2, 3)]
     logs[1]["faults"] = "extra-array,string-metric"
@@ -45,7 +48,7 @@ def test_only_the_adapter_and_allowed_metrics_leave_a_site(
     with fed:
         _, history = run_job(fed, run, FAULTY_APP, Console(), timeout=300)
     shapes = adapter_shapes(run_dir)
-    for node in ("node-1", "node-3"):
+    for node in ("node-1", "node-2", "node-3"):  # what fedllm's ClientApp let out
         sent = egress(run_dir, node)
         assert [entry["message-type"] for entry in sent] == ["train", "evaluate"] * 2
         for entry in sent:
@@ -54,13 +57,20 @@ def test_only_the_adapter_and_allowed_metrics_leave_a_site(
             assert set(entry["metrics"]["metrics"]) <= METRIC_KEYS
             expected = {"arrays": shapes} if entry["message-type"] == "train" else {}
             assert entry["arrays"] == expected
-    held = [entry for entry in egress(run_dir, "node-2") if entry["message-type"] == "train"]
-    assert "expected one adapter update" in held[0]["blocked"][0]
-    assert held[0]["arrays"]["tokens"] == {"input-ids": [32]}
-    assert held[1]["blocked"] == ["config records ['review']"]
+    leaks = {1: ("tokens", "expected one adapter update"), 2: ("review", "config records")}
     for row in history[1:]:
-        assert row["nodes-replied"] == 2 and [e["site"] for e in row["refused"]] == ["node-2"]
-        assert row["refused"][0]["reason"].startswith("egress blocked at the site")
+        arrived = {node["site"]: node for node in row["exchanges"]["train"]["nodes"]}
+        for site in ("node-1", "node-3"):  # exactly the adapter, scalar metrics we know
+            assert "egress-violations" not in arrived[site]
+            assert arrived[site]["contents"]["arrays"] == {"arrays": shapes}
+            assert arrived[site]["contents"]["configs"] == {}
+        record, problem = leaks[row["round"]]
+        leaked = arrived["node-2"]
+        assert record in leaked["contents"]["arrays"] or record in leaked["contents"]["configs"]
+        assert any(problem in found for found in leaked["egress-violations"])
+        assert [entry["site"] for entry in row["rejected"]] == ["node-2"]
+        assert "records beyond the update" in row["rejected"][0]["reason"]
+        assert row["nodes-replied"] == 2 and row["updates-rejected"] == 1  # aggregated: 2
 
 
 def test_dp_sgd_budgets_and_site_policies(demo_assets: tuple[Path, Path], tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ the k-th fault of that list (an empty item, or a round past the end of the list:
 - `extra-array`: the honest reply plus an array record of token ids,
 - `string-metric`: the honest reply plus a config record holding review text.
 
-It has fedllm's mods (the egress guard among them) around the faults: those two never leave.
+The faults are applied after fedllm's ClientApp (its egress guard included) has replied: this
+node stands for one whose code was changed, which only the ServerApp's checks can catch.
 
 Each fault is announced on stderr (the SuperNode's log) with the node id and round before it
 takes effect, so a test can wait for it and match it to what the SuperLink did. Nodes without
@@ -27,13 +28,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from supernode.client_app import MODS, evaluate_round, train_round
+from supernode.client_app import app as honest
 
 SCALE = 1000.0
 SLOW_SECONDS = 10.0
 HANG_SECONDS = 3600.0
 
-app = ClientApp(mods=MODS)
+app = ClientApp()
 LEAKS = {
     "extra-array": {"tokens": ArrayRecord({"input-ids": Array(np.arange(32, dtype=np.int64))})},
     "string-metric": {"review": ConfigRecord({"text": "a great film, says patient 42"})},
@@ -80,7 +81,7 @@ def train(msg: Message, context: Context) -> Message:
     if fault in ("slow", "hang"):
         announce(context, server_round, fault)
         time.sleep(SLOW_SECONDS if fault == "slow" else HANG_SECONDS)
-    reply = train_round(msg, context)
+    reply = honest(msg, context)
     if fault in ("", "slow", "hang") or reply.has_error():
         return reply
     if fault in LEAKS:
@@ -100,4 +101,4 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """fedllm's federated evaluation, unchanged."""
-    return evaluate_round(msg, context)
+    return honest(msg, context)

@@ -1,24 +1,15 @@
-"""What may leave a site, checked on every reply before it does: a Flower ClientApp mod.
+"""What may leave a site: the rules both the site's egress guard and the ServerApp apply.
 
 A training reply carries one array record, the adapter (float32 `arrays`, or the 16-bit
 `delta-<dtype>` of the run's `update-dtype`) with exactly the names and shapes the node
 received, and one `metrics` record; an evaluation reply only `metrics`. Metrics are scalar
-numbers (no lists: no per-example values) under keys the site allows. Anything else (text,
-token ids, an extra array, a config record) is not sent: the reply becomes an error, and
-the node's egress log (node config `egress-log`) says what was held back.
+numbers (no lists: no per-example values) under keys fedllm's ClientApp reports. Anything
+else (text, token ids, an extra array, a config record) does not belong in a reply.
 """
 
-import json
-import time
-from pathlib import Path
+from flwr.app import Message
 
-from flwr.app import Context, Error, Message
-from flwr.clientapp.typing import ClientAppCallable
-
-from fedllm.privacy import BLOCKED
-from fedllm.settings import NodeSettings, from_flower_config
 from fedllm.updates import PREFIX, UPDATE_DTYPES, WEIGHTS
-from supernode.site_policy import REQUIRED_METRICS, SitePolicy, load_policy
 
 UPDATE_RECORDS = {WEIGHTS} | {PREFIX + dtype for dtype in UPDATE_DTYPES if dtype != "float32"}
 # What fedllm's ClientApp reports: timings, throughput, memory, losses, privacy spent.
@@ -31,11 +22,6 @@ METRIC_KEYS = frozenset({
     "memory-row-bytes", "dp-epsilon", "dp-delta", "dp-site-epsilon", "dp-noise-multiplier",
     "eval-loss", "eval-accuracy", "eval-f1", "site-weight",
 })  # fmt: skip
-
-
-def allowed_keys(policy: SitePolicy) -> frozenset[str]:
-    """Metric keys that may leave: fedllm's own, narrowed by the site's policy."""
-    return METRIC_KEYS if policy.metrics is None else REQUIRED_METRICS | set(policy.metrics)
 
 
 def violations(sent: Message, reply: Message, allowed: frozenset[str]) -> list[str]:
@@ -66,35 +52,14 @@ def violations(sent: Message, reply: Message, allowed: frozenset[str]) -> list[s
     return found
 
 
-def log_egress(path: Path, reply: Message, problems: list[str]) -> None:
-    """One JSON line: what the reply carried (names, shapes, metric keys) and the verdict."""
+def contents(reply: Message) -> dict[str, object]:
+    """What a reply carried: record and array names with shapes, metric and config keys."""
     content = reply.content
-    entry = {
-        "time": time.time(),
-        "message-type": reply.metadata.message_type,
+    return {
         "arrays": {
             record_name: {name: list(array.shape) for name, array in record.items()}
             for record_name, record in content.array_records.items()
         },
         "metrics": {name: sorted(record) for name, record in content.metric_records.items()},
         "configs": {name: sorted(record) for name, record in content.config_records.items()},
-        "blocked": problems,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as log:
-        log.write(json.dumps(entry) + "\n")
-
-
-def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Mod: let a reply leave only if it carries what `violations` allows."""
-    reply = call_next(msg, context)
-    if reply.has_error():
-        return reply
-    node = from_flower_config(NodeSettings, context.node_config)
-    problems = violations(msg, reply, allowed_keys(load_policy(node.privacy_policy)))
-    if node.egress_log is not None:
-        log_egress(node.egress_log.expanduser(), reply, problems)
-    if problems:
-        reason = "egress blocked at the site: " + "; ".join(problems)
-        return Message(error=Error(code=BLOCKED, reason=reason), reply_to=msg)
-    return reply
