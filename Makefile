@@ -9,7 +9,7 @@ ROUNDS ?= 3
 MODEL ?= $(DEMO)/model
 DATASET ?= $(DEMO)/reviews.parquet
 
-.PHONY: run test test-containers lint system bench-quality bench-overhead bench-scaling
+.PHONY: run test test-containers lint system bench-quality bench-privacy bench-overhead bench-scaling
 
 system:
 	scripts/system-deps.sh
@@ -50,6 +50,11 @@ test-containers: $(BIN)/.installed $(BIN)/.deploy-tools
 bench-quality: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/quality.py --out bench/quality.json
+
+# Accuracy vs ε (DP-SGD), site-level DP, DP-SGD time/memory (MiniLM, real reviews): bench/privacy.json.
+bench-privacy: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/privacy.py --out bench/privacy.json
 
 # A SuperNode vs a bare PEFT loop (MiniLM on real reviews, then the tiny GPT-2): bench/overhead.json.
 BENCH_DEMO := runs/bench-demo
