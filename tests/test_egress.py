@@ -14,7 +14,6 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedllm.egress import METRIC_KEYS, violations
 from fedllm.privacy import BLOCKED
@@ -24,11 +23,8 @@ from supernode.site_policy import SitePolicy
 ADAPTER = {"lora_A": np.zeros((8, 4), np.float32), "lora_B": np.zeros((4, 8), np.float32)}
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+# Messages need the identity of the task that creates them (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def train_message() -> Message:

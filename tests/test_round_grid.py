@@ -4,19 +4,13 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedllm import round_grid
 from fedllm.round_grid import RoundGrid
 from tests.clock import FakeClock
 
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages need the identity of the task that creates them (normally the ServerApp)."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+# Messages need the identity of the task that creates them (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 @pytest.fixture

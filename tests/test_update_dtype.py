@@ -5,7 +5,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedllm.errors import FedllmError
 from fedllm.round_grid import RoundGrid
@@ -30,12 +29,8 @@ def as_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array(value) for name, value in arrays.items()})
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages need the identity of the task that creates them (normally the ServerApp)."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+# Messages need the identity of the task that creates them (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def test_bfloat16_rounds_like_torch() -> None:

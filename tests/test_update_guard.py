@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedMedian
-from flwr.supercore.task_identity import TaskIdentity
 
 from superlink import audit
 from superlink.history import History
@@ -15,12 +14,8 @@ def adapter(value: float) -> ArrayRecord:
     return ArrayRecord([np.full((2, 3), value, dtype=np.float32)])
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages need the identity of the task that creates them (normally the ServerApp)."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+# Messages need the identity of the task that creates them (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def reply(node_id: int, arrays: ArrayRecord, examples: int = 10) -> Message:
