@@ -5,12 +5,14 @@ classification head), clips each to `clip` and adds Gaussian noise of `noise * c
 step; batches are Poisson-sampled (rate batch-size / records), as the RDP accounting assumes.
 """
 
+import os
 import warnings
 from dataclasses import dataclass
 
 import torch
 from opacus import PrivacyEngine
 from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import switch_generator
 from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
@@ -42,9 +44,21 @@ def noise_only_step(optimizer: DPOptimizer) -> None:
     assumes; opacus' collate hands back no batch to run the model on)."""
     std = optimizer.noise_multiplier * optimizer.max_grad_norm
     for param in optimizer.params:
-        noise = torch.normal(0.0, std, param.shape, device=param.device)
+        noise = torch.normal(
+            0.0, std, param.shape, device=param.device, generator=optimizer.generator
+        )
         param.grad = noise / optimizer.expected_batch_size
     optimizer.original_optimizer.step()
+
+
+def fresh_generator() -> torch.Generator:
+    """A generator seeded by the OS, not by the run's seed: every ClientApp seeds torch's global
+    generator from the public `seed`, and noise or a batch draw that anyone could replay would
+    protect nothing. (opacus' `secure_mode` needs torchcsprng, not installed: this is torch's
+    Mersenne Twister, unpredictable to the server but not a cryptographic generator.)"""
+    generator = torch.Generator()
+    generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
+    return generator
 
 
 def train_private(
@@ -54,6 +68,7 @@ def train_private(
     trainable = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     engine = PrivacyEngine(accountant="rdp")
+    model.train()  # opacus refuses a model in evaluation mode
     with warnings.catch_warnings():  # opacus warns about its own secure-RNG default
         warnings.simplefilter("ignore")
         private, optimizer, batches = engine.make_private(
@@ -63,7 +78,9 @@ def train_private(
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=plan.clip,
             poisson_sampling=True,
+            noise_generator=fresh_generator(),
         )
+    batches = switch_generator(data_loader=batches, generator=fresh_generator())
     private.train()
     tally = Tally()
     while tally.steps < plan.steps:

@@ -138,9 +138,21 @@ def test_dp_sgd_trains_the_adapter_and_leaves_no_hooks(demo_assets: tuple[Path, 
     table = pd.read_parquet(reviews).head(64)
     encoded = encode(list(table.text), list(table.label), tokenizer, 32)
     loader = batches(encoded, int(tokenizer.pad_token_id), 16, shuffle=True)
-    stats = train_private(model, loader, torch.device("cpu"), 1e-3, DpSgd(1.0, 1.0, 0.25, 5))
+    plan = DpSgd(1.0, 1.0, 0.25, 5)
+    torch.manual_seed(0)  # what every ClientApp does with the run's public seed
+    stats = train_private(model, loader, torch.device("cpu"), 1e-3, plan)
     assert stats.steps == 5 and stats.examples > 0 and stats.loss > 0
-    moved = [name for name, p in model.named_parameters() if name in trainable
-             and not torch.equal(p, trainable[name])]  # fmt: skip
+    first = {name: p.detach().clone() for name, p in model.named_parameters() if name in trainable}
+    moved = [name for name in trainable if not torch.equal(first[name], trainable[name])]
     assert sorted(moved) == sorted(trainable)  # noise reaches every trainable weight
     assert not any(module._forward_hooks for module in model.modules())
+    # The same seed again: the noise and the Poisson draw must not be replayable from it.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in trainable:
+                param.copy_(trainable[name])
+    torch.manual_seed(0)
+    again = train_private(model, loader, torch.device("cpu"), 1e-3, plan)
+    second = {name: p.detach() for name, p in model.named_parameters() if name in trainable}
+    assert any(not torch.equal(first[name], second[name]) for name in trainable)
+    assert again.steps == 5
