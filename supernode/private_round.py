@@ -6,19 +6,14 @@ run's rounds (or `dp-noise` when given), and the node refuses a round that would
 run's ε past `dp-epsilon`, or the site's ε over all runs past the policy's `max-epsilon`.
 """
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fedllm.privacy import default_delta
 from fedllm.settings import NodeSettings, RunSettings
 from supernode.dp_sgd import DpSgd, plan_noise
 from supernode.privacy_ledger import PrivacyLedger, Release, epsilon
+from supernode.site import Site, flower_home
 from supernode.site_policy import SitePolicy, refusal
-
-if TYPE_CHECKING:
-    from supernode.site import Site
 
 TOLERANCE = 1e-3  # relative: opacus finds the noise for a budget to about this precision
 
@@ -50,8 +45,7 @@ def ledger_of(node: NodeSettings) -> PrivacyLedger:
     """`privacy-ledger` from the node config, else one in the node's Flower home."""
     if node.privacy_ledger is not None:
         return PrivacyLedger(node.privacy_ledger.expanduser())
-    home = os.environ.get("FLWR_HOME") or Path.home() / ".flwr"
-    return PrivacyLedger(Path(home) / "fedllm-privacy-ledger.json")
+    return PrivacyLedger(flower_home() / "fedllm-privacy-ledger.json")
 
 
 def round_steps(run: RunSettings, batches_per_pass: int) -> int:
@@ -109,7 +103,7 @@ def spend(
 
 
 def privacy_for(
-    site: "Site", policy: SitePolicy, run_id: int, server_round: int, batches_per_pass: int
+    site: Site, policy: SitePolicy, run_id: int, server_round: int, batches_per_pass: int
 ) -> tuple[DpSgd | None, Spent | None]:
     """The round's DP-SGD plan and its spend, recorded in the site's ledger; or `Refused`."""
     records = len(site.train)

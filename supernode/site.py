@@ -53,8 +53,12 @@ def cache_dir(node: NodeSettings) -> Path:
     """`cache-dir` from the node config, else `fedllm-cache` in the node's Flower home."""
     if node.cache_dir is not None:
         return node.cache_dir.expanduser()
-    home = os.environ.get("FLWR_HOME") or Path.home() / ".flwr"
-    return Path(home) / "fedllm-cache"
+    return flower_home() / "fedllm-cache"
+
+
+def flower_home() -> Path:
+    """The node's Flower home: `FLWR_HOME`, else `~/.flwr`."""
+    return Path(os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
 
 
 def data_identity(run: RunSettings, node: NodeSettings) -> dict[str, Any] | None:
