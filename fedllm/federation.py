@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,11 +27,18 @@ class LocalFederation:
     """Starts SuperLink + SuperNodes on enter, stops every process it started on exit."""
 
     def __init__(
-        self, state: Path, certs: Path, node_configs: list[dict[str, Any]], metrics_port: int = 0
+        self,
+        state: Path,
+        certs: Path,
+        node_configs: list[dict[str, Any]],
+        metrics_port: int = 0,
+        node_launcher: Sequence[str] = (),
     ) -> None:
         self.state = state
         self.certs = certs
         self.node_configs = node_configs
+        # Prefixed to each SuperNode's command (e.g. one that joins a memory cgroup, then execs).
+        self.node_launcher = list(node_launcher)
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         names = ["superlink", *(f"node-{index + 1}" for index in range(len(node_configs)))]
@@ -127,6 +135,7 @@ class LocalFederation:
         name = f"node-{index + 1}"
         node_config = " ".join(f"{key}={json.dumps(value)}" for key, value in config.items())
         command = [
+            *self.node_launcher,
             *FEDLLM, "supernode",
             "--certs", str(self.certs),
             "--name", name,
