@@ -24,7 +24,6 @@ Prints JSON and writes it to --out. Needs root and a writable memory cgroup (v1 
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
 
 from fedllm import pki
 from fedllm.federation import LocalFederation
@@ -109,8 +109,9 @@ class Cgroup:
 def scrape(port: int, name: str) -> float | None:
     """A sample from a role's Prometheus exporter (first series of `name`)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else None
+    families = text_string_to_metric_families(text)
+    samples = (sample for family in families for sample in family.samples)
+    return next((sample.value for sample in samples if sample.name == name), None)
 
 
 def wait_idle(cgroup: Cgroup, timeout: float = 90.0) -> int:
