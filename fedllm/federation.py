@@ -18,7 +18,8 @@ import httpx
 
 from fedllm.errors import FedllmError
 from fedllm.operator import Operator
-from fedllm.processes import flower_env, free_port, kill_strays, spawn, stop
+from fedllm.ports import free_port
+from fedllm.processes import flower_env, kill_strays, spawn, stop
 
 FEDLLM = [sys.executable, "-m", "fedllm"]
 
@@ -72,8 +73,13 @@ class LocalFederation:
         self.close()
 
     def close(self) -> None:
-        """Stop every process this federation started, and strays left by dead ones."""
-        stop(list(self.processes.values()))
+        """Stop every process this federation started, and strays left by dead ones.
+
+        SuperNodes first, so that they sign off at a SuperLink still there: one it still
+        counts online is refused when it joins again until its heartbeat lapses (60 s).
+        """
+        stop([proc for name, proc in self.processes.items() if name != "superlink"])
+        stop([proc for name, proc in self.processes.items() if name == "superlink"])
         kill_strays(str(self.state), [])
 
     def metrics_targets(self) -> dict[str, list[str]]:

@@ -3,7 +3,6 @@
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,13 +25,6 @@ def flower_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for a Flower process with its own FLWR_HOME."""
     home.mkdir(parents=True, exist_ok=True)
     return {**os.environ, **QUIET_FLOWER, "FLWR_HOME": str(home), **extra}
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

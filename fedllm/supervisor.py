@@ -6,7 +6,7 @@ exits is started again and the job resubmitted as a new Flower run that resumes 
 last complete checkpoint in the same run directory.
 """
 
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +20,47 @@ from superlink.checkpoint import completed_rounds
 from superlink.history import write_status
 
 MAX_SUPERLINK_RESTARTS = 3
+MAX_RESTART_DELAY = 30.0  # s between starts of a SuperNode that keeps exiting at once
+STEADY = 60.0  # s a SuperNode runs before its exit no longer counts as a failed start
 
 
 class SuperLinkLost(Exception):
     """The SuperLink process exited while a run was going on."""
 
 
-def restart_nodes(federation: LocalFederation, console: Console) -> Callable[[], None]:
-    """A liveness check that restarts dead SuperNodes and reports a dead SuperLink."""
+class NodeRestarts:
+    """A liveness check that restarts dead SuperNodes and reports a dead SuperLink.
 
-    def check() -> None:
-        for name in federation.dead():
+    A node that keeps exiting right after its start (refused by the SuperLink, a port taken)
+    is started again after 1, 2, 4 ... up to 30 s, not in a loop that takes the host's CPUs;
+    one that ran for a minute before it died is started again after 1 s.
+    """
+
+    def __init__(self, federation: LocalFederation, console: Console) -> None:
+        self.federation, self.console = federation, console
+        self.started: dict[str, float] = {}  # name -> when this supervisor last started it
+        self.failures: dict[str, int] = {}  # name -> exits in a row soon after a start
+        self.due: dict[str, float] = {}  # name -> when a dead node is to be started again
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        for name in self.federation.dead():
             if name == "superlink":
                 raise SuperLinkLost
-            console.print(f"{name} exited: restarted")
-            federation.restart(name)
+            if name not in self.due:
+                self._schedule(name, now)
+            elif now >= self.due[name]:
+                del self.due[name]
+                self.federation.restart(name)
+                self.started[name] = now
 
-    return check
+    def _schedule(self, name: str, now: float) -> None:
+        quick = name in self.started and now - self.started[name] < STEADY
+        self.failures[name] = self.failures.get(name, 0) + 1 if quick else 0
+        delay = min(MAX_RESTART_DELAY, 2.0 ** self.failures[name])
+        self.due[name] = now + delay
+        status = self.federation.processes[name].returncode
+        self.console.print(f"{name} exited with status {status}: restarting it in {delay:.0f} s")
 
 
 def run_job(
@@ -48,7 +72,7 @@ def run_job(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Submit the run and follow it to the end, resuming it after SuperLink restarts."""
     run_dir, submitted = Path(run.run_dir), run
-    check = restart_nodes(federation, console)
+    check = NodeRestarts(federation, console)
     for attempt in range(MAX_SUPERLINK_RESTARTS + 1):
         write_status(run_dir, "submitted")
         run_id = federation.submit(app_dir, submitted.to_run_config())

@@ -11,7 +11,8 @@ import psutil
 
 from fedllm.certcheck import check_certificate
 from fedllm.errors import FedllmError
-from fedllm.processes import descendants_of, flower_bin, flower_env, free_port, spawn, stop
+from fedllm.ports import free_port
+from fedllm.processes import descendants_of, flower_bin, flower_env, spawn, stop
 from superlink import audit
 from superlink.gateway import nginx_command, render_config
 from superlink.node_keys import REGISTRY_CALLS, NodeKeys

@@ -20,7 +20,8 @@ import pytest
 
 from fedllm import pki
 from fedllm.federation import LocalFederation
-from fedllm.processes import flower_env, free_port, spawn, stop
+from fedllm.ports import free_port
+from fedllm.processes import flower_env, spawn, stop
 from tests.federations import descendants, programs, wait_for, wait_gone
 from tests.relay import Relay
 

@@ -72,6 +72,13 @@ def test_no_process_is_left_running(finished_run: Path) -> None:
     assert processes_mentioning(str(finished_run)) == []
 
 
+def test_nodes_sign_off_before_the_superlink_stops(finished_run: Path) -> None:
+    """Left online, a node would be refused at a restarted SuperLink until its heartbeat lapsed."""
+    with sqlite3.connect(finished_run / "state" / "superlink.db") as db:
+        statuses = dict(db.execute("SELECT name, status FROM node").fetchall())
+    assert statuses == {"node-1": "offline", "node-2": "offline"}
+
+
 def test_final_adapter_loads_with_peft_and_predicts_like_the_in_memory_model(
     finished_run: Path, demo_assets: tuple[Path, Path]
 ) -> None:
@@ -153,6 +160,7 @@ def test_resume_continues_from_the_last_checkpoint(
         "--set", "lr=0.005", "--set", "max-length=64", "--timeout", "240",
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "exited" not in resumed.stdout  # the nodes rejoin at once
     history = json.loads((finished_run / "history.json").read_text())
     assert [row["round"] for row in history] == [0, 1, 2, 3]
     assert (finished_run / "checkpoints/round-2/adapter.safetensors").read_bytes() == before

@@ -29,7 +29,8 @@ from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
 from google.protobuf.message import Message
 
 from fedllm.operator import Operator
-from fedllm.processes import flower_env, free_port, spawn, stop
+from fedllm.ports import free_port
+from fedllm.processes import flower_env, spawn, stop
 from superlink.audit import read
 from tests.federations import wait_for
 from tests.fleet import load_key, signed_post

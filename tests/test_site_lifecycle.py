@@ -23,7 +23,8 @@ from flwr.proto.fleet_pb2 import PullMessagesRequest  # pylint: disable=E0611
 from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
 
 from fedllm.federation import LocalFederation
-from fedllm.processes import flower_env, free_port, spawn, stop
+from fedllm.ports import free_port
+from fedllm.processes import flower_env, spawn, stop
 from superlink.audit import read
 from superlink.history import read_history, read_status
 from tests.federations import FAULT, FAULTY_APP, federation, run_settings, wait_for

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from fedllm.demo import synthetic_reviews
-from fedllm.processes import free_port
+from fedllm.ports import free_port
 
 pytestmark = pytest.mark.containers
 
