@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 from rich.console import Console
 
 from fedllm.errors import FedllmError
@@ -20,6 +21,8 @@ from superlink.checkpoint import completed_rounds
 from superlink.history import write_status
 
 MAX_SUPERLINK_RESTARTS = 3
+# A killed SuperNode stays online at the SuperLink, which refuses it as long (Flower 1.42).
+REFUSED_FOR = HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL
 MAX_RESTART_DELAY = 30.0  # s between starts of a SuperNode that keeps exiting at once
 STEADY = 60.0  # s a SuperNode runs before its exit no longer counts as a failed start
 
@@ -31,15 +34,17 @@ class SuperLinkLost(Exception):
 class NodeRestarts:
     """A liveness check that restarts dead SuperNodes and reports a dead SuperLink.
 
-    A node that keeps exiting right after its start (refused by the SuperLink, a port taken)
-    is started again after 1, 2, 4 ... up to 30 s, not in a loop that takes the host's CPUs;
-    one that ran for a minute before it died is started again after 1 s.
+    A node is started again 1 s after it exits. One that keeps exiting right after its start
+    is tried every second for as long as a SuperLink refuses a node it still counts online;
+    after that (a port taken, a certificate gone), 2, 4 ... up to 30 s apart, not in a loop
+    that takes the host's CPUs.
     """
 
     def __init__(self, federation: LocalFederation, console: Console) -> None:
         self.federation, self.console = federation, console
         self.started: dict[str, float] = {}  # name -> when this supervisor last started it
-        self.failures: dict[str, int] = {}  # name -> exits in a row soon after a start
+        self.failing_since: dict[str, float] = {}  # name -> first of its exits in a row
+        self.delay: dict[str, float] = {}  # name -> its last delay before a start
         self.due: dict[str, float] = {}  # name -> when a dead node is to be started again
 
     def __call__(self) -> None:
@@ -55,9 +60,13 @@ class NodeRestarts:
                 self.started[name] = now
 
     def _schedule(self, name: str, now: float) -> None:
-        quick = name in self.started and now - self.started[name] < STEADY
-        self.failures[name] = self.failures.get(name, 0) + 1 if quick else 0
-        delay = min(MAX_RESTART_DELAY, 2.0 ** self.failures[name])
+        if not (name in self.started and now - self.started[name] < STEADY):
+            self.failing_since[name] = now  # it ran steadily: not a failed start
+        if now - self.failing_since[name] <= REFUSED_FOR:
+            delay = 1.0
+        else:
+            delay = min(MAX_RESTART_DELAY, 2 * self.delay[name])
+        self.delay[name] = delay
         self.due[name] = now + delay
         status = self.federation.processes[name].returncode
         self.console.print(f"{name} exited with status {status}: restarting it in {delay:.0f} s")
