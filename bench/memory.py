@@ -37,10 +37,10 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedllm import pki
-from fedllm.federation import LocalFederation
+from fedllm.orchestration.federation import LocalFederation
+from fedllm.rundir.checkpoint import ADAPTER_FILE, checkpoint_dir
+from fedllm.rundir.history import read_history, read_status
 from fedllm.settings import RunSettings
-from superlink.checkpoint import ADAPTER_FILE, checkpoint_dir
-from superlink.history import read_history, read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 2**20

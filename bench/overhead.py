@@ -268,7 +268,7 @@ def federate(run: Any, nodes: int, threads: int) -> dict[str, Any]:
     """`fedllm up` with the given settings; its history, wire counters and memory peaks."""
     from rich.console import Console
 
-    from fedllm.up import up
+    from fedllm.orchestration.up import up
 
     sampler = TreeSampler(str(Path(run.run_dir).resolve()))
     sampler.start()

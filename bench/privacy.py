@@ -26,8 +26,8 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import minilm_path, publish, write_reviews
 
+from fedllm.orchestration.up import up
 from fedllm.settings import NodeSettings, RunSettings, build
-from fedllm.up import up
 
 MB = 1024 * 1024
 

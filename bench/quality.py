@@ -21,8 +21,8 @@ from fedllm.batches import make_loader
 from fedllm.data import read_table, split_holdout
 from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
+from fedllm.orchestration.up import up
 from fedllm.settings import RunSettings, build
-from fedllm.up import up
 from supernode.train import train
 
 

@@ -97,7 +97,7 @@ def up_command(
     prometheus_port: Annotated[int, typer.Option(help="Port of that Prometheus.")] = 9090,
 ) -> None:
     """Start a SuperLink and NODES SuperNodes on loopback TLS, run, and stop them all."""
-    from fedllm.up import up
+    from fedllm.orchestration.up import up
 
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
@@ -130,9 +130,9 @@ def submit_command(
     """Submit a run to a SuperLink, follow it, and resubmit it if the SuperLink restarts."""
     from fedllm.certcheck import check_certificate
     from fedllm.operator import Operator
-    from fedllm.submit import run_remote_job
+    from fedllm.orchestration.submit import run_remote_job
+    from fedllm.orchestration.up import APP_DIR
     from fedllm.summary import print_summary
-    from fedllm.up import APP_DIR
 
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,

@@ -20,11 +20,7 @@ from fedllm.object_pulls import prompt_reply_pulls
 from fedllm.partition import server_holdout
 from fedllm.privacy import check_privacy
 from fedllm.round_grid import RoundGrid
-from fedllm.settings import RunSettings, from_flower_config
-from fedllm.telemetry.rounds import RunTelemetry
-from fedllm.telemetry.sampler import watch_memory
-from superlink.audit import append_from_env
-from superlink.checkpoint import (
+from fedllm.rundir.checkpoint import (
     STATE_FILE,
     checkpoint_dir,
     completed_rounds,
@@ -35,7 +31,11 @@ from superlink.checkpoint import (
     save_checkpoint,
     write_json,
 )
-from superlink.history import History, write_status
+from fedllm.rundir.history import History, write_status
+from fedllm.settings import RunSettings, from_flower_config
+from fedllm.telemetry.rounds import RunTelemetry
+from fedllm.telemetry.sampler import watch_memory
+from superlink.audit import append_from_env
 from superlink.plot import plot_history
 from superlink.site_dp import privacy_entry, restore_accountant
 from superlink.strategy import make_strategy

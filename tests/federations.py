@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 
 from fedllm import pki
-from fedllm.federation import LocalFederation
+from fedllm.orchestration.federation import LocalFederation
 from fedllm.processes import flower_env
 from fedllm.settings import RunSettings
 

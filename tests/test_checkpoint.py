@@ -7,7 +7,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from fedllm.errors import FedllmError
-from superlink.checkpoint import (
+from fedllm.rundir.checkpoint import (
     checkpoint_dir,
     completed_rounds,
     guard_fresh,
@@ -64,7 +64,7 @@ def test_a_full_disk_leaves_earlier_checkpoints_intact(
     def disk_full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("superlink.checkpoint.save_safetensors", disk_full)
+    monkeypatch.setattr("fedllm.rundir.checkpoint.save_safetensors", disk_full)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, 2, arrays(2.0), {})
     assert completed_rounds(tmp_path) == [1]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fedllm import pki
-from fedllm.federation import LocalFederation
+from fedllm.orchestration.federation import LocalFederation
 from fedllm.ports import free_port
 from fedllm.processes import flower_env, spawn, stop
 from tests.federations import descendants, programs, wait_for, wait_gone

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from superlink.checkpoint import completed_rounds
-from superlink.history import read_status
+from fedllm.rundir.checkpoint import completed_rounds
+from fedllm.rundir.history import read_status
 from tests.federations import FAULTY_APP, announced, federation, run_settings, wait_for
 
 pytestmark = pytest.mark.integration

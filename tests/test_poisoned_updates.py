@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from fedllm.supervisor import run_job
+from fedllm.orchestration.supervisor import run_job
 from tests.federations import FAULT, FAULTY_APP, ROOT, federation, flwr_log, run_settings
 
 MAX_UPDATE_NORM = 10.0  # an honest update here moves the adapter by ~0.1, a 1000x one by ~100

@@ -16,7 +16,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from fedllm.egress import METRIC_KEYS
-from fedllm.supervisor import run_job
+from fedllm.orchestration.supervisor import run_job
 from supernode.privacy_ledger import Release, epsilon
 from tests.federations import FAULTY_APP, federation, flwr_log, run_settings
 

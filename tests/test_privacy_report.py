@@ -6,7 +6,7 @@ from flwr.serverapp.strategy import (
     FedAvg,
 )
 
-from fedllm.progress import round_line
+from fedllm.orchestration.progress import round_line
 from fedllm.settings import RunSettings
 from fedllm.summary import privacy_spent
 from superlink.strategy import make_strategy

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from superlink.history import read_status
+from fedllm.rundir.history import read_status
 from tests.federations import (
     FAULTY_APP,
     announced,

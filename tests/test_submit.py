@@ -7,8 +7,8 @@ from rich.console import Console
 
 from fedllm.errors import FedllmError
 from fedllm.operator import Operator
-from fedllm.submit import RunEnded, watch_run
-from superlink.history import write_status
+from fedllm.orchestration.submit import RunEnded, watch_run
+from fedllm.rundir.history import write_status
 
 
 class FakeOperator(Operator):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from fedllm.supervisor import NodeRestarts, SuperLinkLost
+from fedllm.orchestration.supervisor import NodeRestarts, SuperLinkLost
 from tests.clock import FakeClock
 
 

@@ -5,8 +5,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedMedian
 
+from fedllm.rundir.history import History
 from superlink import audit
-from superlink.history import History
 from superlink.update_guard import RoundLedger, check_update, guarded
 
 

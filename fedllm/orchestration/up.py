@@ -8,16 +8,16 @@ from typing import Any
 from rich.console import Console
 
 from fedllm import pki
-from fedllm.federation import LocalFederation
+from fedllm.orchestration.federation import LocalFederation
+from fedllm.orchestration.supervisor import run_job
 from fedllm.preflight import check_certs, check_run
+from fedllm.rundir.checkpoint import guard_fresh, load_last_checkpoint
 from fedllm.settings import RunSettings
 from fedllm.summary import print_summary
-from fedllm.supervisor import run_job
 from fedllm.telemetry.exporter import check_free
 from fedllm.telemetry.prometheus import local_prometheus, prometheus_binary
-from superlink.checkpoint import guard_fresh, load_last_checkpoint
 
-APP_DIR = Path(__file__).resolve().parent.parent
+APP_DIR = Path(__file__).resolve().parents[2]
 
 
 def node_configs(nodes: int, threads: int) -> list[dict[str, Any]]:

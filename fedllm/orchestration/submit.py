@@ -16,10 +16,10 @@ from rich.console import Console
 
 from fedllm.errors import FedllmError
 from fedllm.operator import Operator
-from fedllm.progress import follow
+from fedllm.orchestration.progress import follow
+from fedllm.rundir.checkpoint import completed_rounds, guard_fresh
+from fedllm.rundir.history import read_history, read_status, write_status
 from fedllm.settings import RunSettings
-from superlink.checkpoint import completed_rounds, guard_fresh
-from superlink.history import read_history, read_status, write_status
 
 MAX_RESUBMITS = 5
 

@@ -14,11 +14,11 @@ from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 from rich.console import Console
 
 from fedllm.errors import FedllmError
-from fedllm.federation import LocalFederation
-from fedllm.progress import follow
+from fedllm.orchestration.federation import LocalFederation
+from fedllm.orchestration.progress import follow
+from fedllm.rundir.checkpoint import completed_rounds
+from fedllm.rundir.history import write_status
 from fedllm.settings import RunSettings
-from superlink.checkpoint import completed_rounds
-from superlink.history import write_status
 
 MAX_SUPERLINK_RESTARTS = 3
 # A killed SuperNode stays online at the SuperLink, which refuses it as long (Flower 1.42).

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedllm.errors import FedllmError
-from superlink.history import read_history, read_status
+from fedllm.rundir.history import read_history, read_status
 
 
 def round_line(row: dict[str, Any], total: int) -> str:

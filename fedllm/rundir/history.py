@@ -8,8 +8,8 @@ from typing import Any
 from flwr.app import MetricRecord, RecordDict
 from flwr.common.logger import log
 
+from fedllm.rundir.checkpoint import read_json, write_json
 from superlink.audit import append_from_env
-from superlink.checkpoint import read_json, write_json
 from superlink.update_guard import RoundLedger
 
 HISTORY_FILE = "history.json"

@@ -1,0 +1,1 @@
+"""A run directory: checkpoints, history and status (the ServerApp writes, orchestration reads)."""
