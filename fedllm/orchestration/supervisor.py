@@ -61,7 +61,7 @@ class NodeRestarts:
 
     def _schedule(self, name: str, now: float) -> None:
         if not (name in self.started and now - self.started[name] < STEADY):
-            self.failing_since[name] = now  # it ran steadily: not a failed start
+            self.failing_since[name] = now  # a first exit, or one after a steady run
         if now - self.failing_since[name] <= REFUSED_FOR:
             delay = 1.0
         else:
