@@ -27,6 +27,9 @@ UpdateDtype = Literal["float32", "float16", "bfloat16"]
 # Differential privacy: record-level DP-SGD on each site (opacus), or Flower's site-level
 # wrappers with the noise added on the server or on the nodes (fedllm.privacy).
 DpMode = Literal["none", "sgd", "server", "client"]
+# Which weights DP-SGD trains: the head alone, LoRA's B matrices (A stays at its shared random
+# init, FFA-LoRA) and the head, or every adapter weight (supernode.dp_sgd).
+DpParams = Literal["head", "lora-b", "lora"]
 
 
 class RunSettings(BaseSettings):
@@ -73,6 +76,11 @@ class RunSettings(BaseSettings):
     dp_delta: float = Field(0.0, ge=0, lt=1)
     dp_noise: float = Field(0.0, ge=0)
     dp_clip: float = Field(1.0, gt=0)
+    dp_params: DpParams = "lora-b"
+    dp_batch_size: int = Field(256, ge=1)
+    dp_lr: float = Field(0.5, gt=0)
+    dp_epochs: float = Field(4.0, gt=0)
+    dp_override: bool = False
     keep_checkpoints: int = Field(3, ge=0)
     seed: int = 42
     run_dir: str = "runs/latest"

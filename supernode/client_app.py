@@ -60,13 +60,14 @@ def train_round(msg: Message, context: Context) -> Message:
     setup = time.monotonic() - entered
     policy = load_policy(site.node.privacy_policy)
     try:
-        private, spent = privacy_for(site, policy, context.run_id, server_round, len(loader))
+        private, spent = privacy_for(site, policy, context.run_id, server_round)
     except Refused as err:
         print(f"fedllm: round {server_round}: refused: {err}", file=sys.stderr, flush=True)
         return Message(error=Error(code=REFUSED, reason=str(err)), reply_to=msg)
     adaptation = None
     if private is not None:
-        stats = train_private(site.model, loader, site.device, site.run.lr, private)
+        physical = site.run.batch_size
+        stats = train_private(site.model, site.train, pad_id, site.device, private, physical)
     else:
         adaptation = plan(site)  # a trial step fits the micro-batch to free memory
         stats = train(

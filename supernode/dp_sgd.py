@@ -1,12 +1,18 @@
 """Record-level differential privacy on a site: DP-SGD with opacus (per-example clipping + noise).
 
-opacus computes per-example gradients of the trainable modules (the LoRA `Linear`s and the
-classification head), clips each to `clip` and adds Gaussian noise of `noise * clip` per
-step; batches are Poisson-sampled (rate batch-size / records), as the RDP accounting assumes.
+The recipe (chosen by `bench/privacy.py`, reasons in docs/privacy.md): opacus clips each
+example's gradient to `clip` and adds Gaussian noise of `noise * clip` to each *logical*
+batch's sum, so the noise per example shrinks with the batch: batches are large (`dp-batch-size`,
+Poisson-sampled as the RDP accounting assumes) and run in physical micro-batches of
+`batch-size`. Fewer trained values mean a smaller noise norm (it grows with their square root):
+by default LoRA's `A` matrices stay frozen (FFA-LoRA) and only `B` and the head train. SGD with
+momentum, not Adam, whose per-value normalisation turns pure noise into full-size steps.
 """
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +23,11 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from supernode.train import Tally, TrainStats
+from fedllm.batches import Encoded, PadBatch
+from fedllm.settings import DpParams
+from supernode.train import Tally, TrainStats, rows
+
+MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,9 @@ class DpSgd:
     clip: float
     sample_rate: float
     steps: int
+    batch_size: int  # the loader's; opacus samples each record at rate 1 / batches per pass
+    lr: float
+    params: DpParams
 
 
 def plan_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
@@ -39,9 +52,37 @@ def plan_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> 
     )
 
 
+def logical_batches(records: int, batch_size: int) -> int:
+    """Logical batches per pass of a loader of `batch_size`: the inverse of opacus' rate."""
+    return max(1, -(-records // max(1, batch_size)))
+
+
+def is_trained(name: str, params: DpParams) -> bool:
+    """Whether DP-SGD trains the adapter weight `name` under `params`."""
+    if params == "head":
+        return "lora_" not in name
+    if params == "lora-b":
+        return "lora_A" not in name
+    return True
+
+
+@contextmanager
+def trained_only(model: nn.Module, params: DpParams) -> Iterator[list[nn.Parameter]]:
+    """Freeze the adapter weights `params` leaves out; restore every flag on exit."""
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    chosen = [p for name, p in trainable.items() if is_trained(name, params)]
+    for name, param in trainable.items():
+        param.requires_grad_(is_trained(name, params))
+    try:
+        yield chosen
+    finally:
+        for param in trainable.values():
+            param.requires_grad_(True)
+
+
 def noise_only_step(optimizer: DPOptimizer) -> None:
     """The step of an empty Poisson draw: no gradient, the same noise (what the RDP analysis
-    assumes; opacus' collate hands back no batch to run the model on)."""
+    assumes; there is no batch to run the model on)."""
     std = optimizer.noise_multiplier * optimizer.max_grad_norm
     for param in optimizer.params:
         noise = torch.normal(
@@ -49,6 +90,7 @@ def noise_only_step(optimizer: DPOptimizer) -> None:
         )
         param.grad = noise / optimizer.expected_batch_size
     optimizer.original_optimizer.step()
+    optimizer.original_optimizer.zero_grad(set_to_none=True)
 
 
 def fresh_generator() -> torch.Generator:
@@ -61,41 +103,61 @@ def fresh_generator() -> torch.Generator:
     return generator
 
 
+def logical_step(
+    model: nn.Module, optimizer: DPOptimizer, batch: dict[str, torch.Tensor], physical: int
+) -> float:
+    """One noisy step over a logical batch, run in micro-batches of `physical` rows; the loss."""
+    total, loss_sum = len(batch["labels"]), 0.0
+    for start in range(0, total, physical):
+        part = rows(batch, start, start + physical)
+        loss = model(**part).loss
+        loss.backward()
+        loss_sum += float(loss.detach()) * len(part["labels"])
+        optimizer.signal_skip_step(do_skip=start + physical < total)
+        optimizer.step()  # clips and banks the micro-batch; adds noise and steps on the last
+        optimizer.zero_grad(set_to_none=True)
+    return loss_sum / total
+
+
 def train_private(
-    model: nn.Module, loader: DataLoader, device: torch.device, lr: float, plan: DpSgd
+    model: nn.Module,
+    records: Encoded,
+    pad_id: int,
+    device: torch.device,
+    plan: DpSgd,
+    physical: int,
 ) -> TrainStats:
-    """AdamW for `plan.steps` DP-SGD steps on Poisson batches drawn from `loader`'s dataset."""
-    trainable = [param for param in model.parameters() if param.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr)
-    engine = PrivacyEngine(accountant="rdp")
-    model.train()  # opacus refuses a model in evaluation mode
-    with warnings.catch_warnings():  # opacus warns about its own secure-RNG default
-        warnings.simplefilter("ignore")
-        private, optimizer, batches = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=plan.clip,
-            poisson_sampling=True,
-            noise_generator=fresh_generator(),
-        )
-    batches = switch_generator(data_loader=batches, generator=fresh_generator())
-    private.train()
+    """SGD with momentum for `plan.steps` DP-SGD steps on Poisson batches of `records`."""
+    loader = DataLoader(records, batch_size=plan.batch_size, collate_fn=PadBatch(pad_id))
     tally = Tally()
-    while tally.steps < plan.steps:
-        for batch in batches:
-            optimizer.zero_grad(set_to_none=True)
-            if isinstance(batch, dict):
-                batch = {key: value.to(device) for key, value in batch.items()}
-                loss = private(**batch).loss
-                loss.backward()
-                optimizer.step()
-                tally.add(batch, float(loss.detach()))
-            else:  # an empty Poisson draw
-                noise_only_step(optimizer)
-            tally.steps += 1
-            if tally.steps >= plan.steps:
-                break
-    private.to_standard_module()  # no opacus hooks left on the model the reply is read from
+    with trained_only(model, plan.params) as trained:
+        optimizer = torch.optim.SGD(trained, lr=plan.lr, momentum=MOMENTUM)
+        engine = PrivacyEngine(accountant="rdp")
+        model.train()  # opacus refuses a model in evaluation mode
+        with warnings.catch_warnings():  # opacus warns about its own secure-RNG default
+            warnings.simplefilter("ignore")
+            private, optimizer, draws = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=plan.noise_multiplier,
+                max_grad_norm=plan.clip,
+                poisson_sampling=True,
+                noise_generator=fresh_generator(),
+            )
+        draws = switch_generator(data_loader=draws, generator=fresh_generator())
+        private.train()
+        try:
+            while tally.steps < plan.steps:
+                for batch in draws:
+                    if isinstance(batch, dict) and len(batch["labels"]) > 0:
+                        batch = {key: value.to(device) for key, value in batch.items()}
+                        tally.add(batch, logical_step(private, optimizer, batch, physical))
+                    else:  # an empty Poisson draw
+                        noise_only_step(optimizer)
+                    tally.steps += 1
+                    if tally.steps >= plan.steps:
+                        break
+        finally:
+            private.to_standard_module()  # no opacus hooks left on the model the reply is read
     return tally.stats()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fedllm.privacy import default_delta
 from fedllm.settings import NodeSettings, RunSettings
-from supernode.dp_sgd import DpSgd, plan_noise
+from supernode.dp_sgd import DpSgd, logical_batches, plan_noise
 from supernode.privacy_ledger import PrivacyLedger, Release, epsilon
 from supernode.site import Site, flower_home
 from supernode.site_policy import SitePolicy, refusal
@@ -48,20 +48,17 @@ def ledger_of(node: NodeSettings) -> PrivacyLedger:
     return PrivacyLedger(flower_home() / "fedllm-privacy-ledger.json")
 
 
-def round_steps(run: RunSettings, batches_per_pass: int) -> int:
-    """Optimizer steps a node takes in one round."""
-    return run.local_steps or max(1, round(run.local_epochs * batches_per_pass))
+def private_steps(run: RunSettings, batches_per_pass: int) -> int:
+    """Noisy steps a node takes in one DP-SGD round: `dp-epochs` passes of logical batches."""
+    return run.local_steps or max(1, round(run.dp_epochs * batches_per_pass))
 
 
-def plan_round(
-    run: RunSettings,
-    policy: SitePolicy,
-    records: int,
-    batches_per_pass: int,
-) -> DpSgd | None:
+def plan_round(run: RunSettings, policy: SitePolicy, records: int) -> DpSgd | None:
     """This round's DP-SGD plan (None: plain training); raises `Refused`."""
     delta = run.dp_delta or default_delta(records)
-    steps = round_steps(run, batches_per_pass)
+    batch_size = max(1, min(run.dp_batch_size, records))
+    batches_per_pass = logical_batches(records, batch_size)
+    steps = private_steps(run, batches_per_pass)
     sample_rate = 1.0 / batches_per_pass  # opacus' Poisson rate for this loader
     noise = 0.0
     if run.dp == "sgd":
@@ -72,7 +69,7 @@ def plan_round(
         raise Refused(f"site policy: {reason}")
     if run.dp != "sgd":
         return None
-    return DpSgd(noise, run.dp_clip, sample_rate, steps)
+    return DpSgd(noise, run.dp_clip, sample_rate, steps, batch_size, run.dp_lr, run.dp_params)
 
 
 def spend(
@@ -103,11 +100,11 @@ def spend(
 
 
 def privacy_for(
-    site: Site, policy: SitePolicy, run_id: int, server_round: int, batches_per_pass: int
+    site: Site, policy: SitePolicy, run_id: int, server_round: int
 ) -> tuple[DpSgd | None, Spent | None]:
     """The round's DP-SGD plan and its spend, recorded in the site's ledger; or `Refused`."""
     records = len(site.train)
-    private = plan_round(site.run, policy, records, batches_per_pass)
+    private = plan_round(site.run, policy, records)
     if private is None:
         return None, None
     ledger = ledger_of(site.node)
