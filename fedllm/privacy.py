@@ -5,6 +5,8 @@
 `dp-noise`, and is accounted with Flower's RDP accountant, which applies to FedAvg only.
 """
 
+import math
+
 from fedllm.errors import FedllmError
 from fedllm.settings import RunSettings
 
@@ -43,3 +45,27 @@ def check_privacy(run: RunSettings) -> None:
 def default_delta(records: int) -> float:
     """δ below 1/records (the usual bound: less than the chance of exposing one record)."""
     return 1.0 / (10 * max(records, 1))
+
+
+def site_noise(run: RunSettings, values: int) -> str:
+    """One line comparing site-level DP's noise with what the sites can contribute; a
+    `FedllmError` when the noise outweighs it (unless `dp-noise-check` is off).
+
+    Flower adds noise of std `dp-noise * dp-clip / sites` to every value of the average of
+    `sites` clipped updates, so the noise's norm is about `sqrt(values)` times that, while the
+    average of the sites' updates has norm at most `dp-clip` (all of them pointing one way).
+    """
+    sites = run.min_nodes
+    noise_norm = run.dp_noise * run.dp_clip * math.sqrt(values) / sites
+    ratio = noise_norm / run.dp_clip
+    line = (
+        f"site-level DP: noise of norm {noise_norm:.3g} on the average of {sites} sites'"
+        f" updates ({values:,} values), each clipped to {run.dp_clip:g}: the noise is"
+        f" {ratio:.3g}x the largest aggregate the sites can send"
+    )
+    if ratio > 1 and run.dp_noise_check:
+        raise FedllmError(
+            f"{line}; it would swamp the aggregate: sample more sites, or set"
+            " dp-noise-check=false to run anyway"
+        )
+    return line

@@ -80,7 +80,7 @@ class RunSettings(BaseSettings):
     dp_batch_size: int = Field(256, ge=1)
     dp_lr: float = Field(0.5, gt=0)
     dp_epochs: float = Field(4.0, gt=0)
-    dp_override: bool = False
+    dp_noise_check: bool = True
     keep_checkpoints: int = Field(3, ge=0)
     seed: int = 42
     run_dir: str = "runs/latest"

@@ -18,7 +18,7 @@ from fedllm.evaluate import evaluate
 from fedllm.model import build_model, load_tokenizer, pick_device
 from fedllm.object_pulls import prompt_reply_pulls
 from fedllm.partition import server_holdout
-from fedllm.privacy import check_privacy
+from fedllm.privacy import check_privacy, site_noise
 from fedllm.round_grid import RoundGrid
 from fedllm.rundir.checkpoint import (
     STATE_FILE,
@@ -79,6 +79,9 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
     )
     done = 0
     initial = to_arrays(model)
+    if run.dp in ("server", "client"):
+        values = sum(array.numpy().size for array in initial.values())
+        log(WARNING, site_noise(run, values))
     if run.resume:
         done, initial = load_last_checkpoint(run_dir)
     else:

@@ -181,3 +181,15 @@ def test_dp_sgd_noise_is_not_replayable_from_the_seed(demo_assets: tuple[Path, P
         train_private(model, encoded, int(tokenizer.pad_token_id), torch.device("cpu"), plan, 8)
         heads.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n})
     assert any(not torch.equal(heads[0][name], heads[1][name]) for name in heads[0])
+
+
+def test_site_level_noise_is_stated_and_refused_when_it_swamps_the_aggregate() -> None:
+    from fedllm.privacy import site_noise
+
+    few = RunSettings(dp="server", dp_noise=1.0, dp_clip=2.0, min_nodes=3)
+    with pytest.raises(FedllmError, match=r"norm 182 .* 91x .* dp-noise-check=false"):
+        site_noise(few, 74_529)  # MiniLM's adapter: sqrt(74529) = 273
+    allowed = RunSettings(dp="server", dp_noise=1.0, min_nodes=3, dp_noise_check=False)
+    assert "91x the largest aggregate" in site_noise(allowed, 74_529)
+    many = RunSettings(dp="client", dp_noise=0.5, min_nodes=300)
+    assert "0.455x" in site_noise(many, 74_529)  # 0.5 * 273 / 300: the sites' signal shows
