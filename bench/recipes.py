@@ -72,9 +72,9 @@ def simulate(spec: dict[str, Any]) -> dict[str, Any]:
         }
         load_state(model, weights)
         metrics = evaluate(model, test, device)
+        noise = {"noise": round(private.noise_multiplier, 3)} if private else {}
         rows.append({"round": server_round, "accuracy": round(float(metrics["accuracy"]), 4),
-                     "seconds": round(time.monotonic() - started, 1),
-                     **({"noise": round(private.noise_multiplier, 3)} if private else {})})  # fmt: skip
+                     "seconds": round(time.monotonic() - started, 1), **noise})  # fmt: skip
     return {"name": spec["name"], "seed": run.seed, "records": [len(s) for s in shards],
             "rounds": rows, "accuracy": rows[-1]["accuracy"]}  # fmt: skip
 
@@ -104,8 +104,9 @@ def configs(args: argparse.Namespace, reviews: Path, big: Path) -> list[dict[str
                     dp_epsilon=8.0, dp_params=params, dp_lr=dp_lr)  # fmt: skip
     if "dp-eps" in args.stage:
         for epsilon in (1.0, 3.0, 8.0):
-            add(f"dp{epsilon:g} {args.dp_params} lr{args.dp_lr:g}", False, reviews, dp="sgd",
-                dp_epsilon=epsilon, dp_params=args.dp_params, dp_lr=args.dp_lr, lr=args.lr)  # fmt: skip
+            name = f"dp{epsilon:g} {args.dp_params} lr{args.dp_lr:g}"
+            add(name, False, reviews, dp="sgd", dp_epsilon=epsilon, dp_params=args.dp_params,
+                dp_lr=args.dp_lr, lr=args.lr)  # fmt: skip
         add(f"no-dp lr{args.lr:g}", False, reviews, lr=args.lr)
     if "dp-big" in args.stage:
         big_base = {"eval_fraction": args.eval / (args.eval + 3 * 4 * args.records)}
