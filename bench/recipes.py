@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import minilm_path, publish, write_reviews
+from runner import minilm_path, publish, write_reviews
 
 
 def simulate(spec: dict[str, Any]) -> dict[str, Any]:

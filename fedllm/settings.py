@@ -51,7 +51,7 @@ class RunSettings(BaseSettings):
     round_timeout: float = Field(3600.0, gt=0)
     local_epochs: float = Field(1.0, ge=0)
     local_steps: int = Field(0, ge=0)
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(1.5e-3, gt=0)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(256, ge=8)
     lora_r: int = Field(8, ge=1)
