@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The benchmarks too heavy for 2 CPU cores, on a lent CUDA machine (no network there). Python
 # packages its image lacks travel as wheels (.gpu/whl), MiniLM as .gpu/minilm, Debian's nginx and
-# openssl with their libraries as .gpu/sys, the reviews as .gpu/reviews.parquet; results go to
-# $OUT. First the DP-SGD recipes at ε 8 (bench/recipes.py, one seed) while bench/quality.py runs;
-# the best recipe then goes through bench/privacy.py (real federations, 3 seeds).
+# openssl as .gpu/sys, the reviews as .gpu/reviews.parquet (cut after the 256th token); results to
+# $OUT. A small real federation (its logs if a ClientApp fails); the DP-SGD recipes at ε 8
+# (bench/recipes.py, one seed); the best at every ε and at 4,000 records a site, 3 seeds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 for need in .gpu/minilm .gpu/sys .gpu/reviews.parquet .gpu/whl; do
     [ -e "$need" ] || { echo "missing $need: carry it" >&2; exit 2; }
 done
+# The weights travel xz-compressed (the 64 MiB limit of what travels).
+[ -e .gpu/minilm/model.safetensors ] || python3 -c "import lzma; open('.gpu/minilm/model.safetensors', \
+    'wb').write(lzma.open('.gpu/minilm-model.safetensors.xz').read())" || exit 2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .gpu/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
@@ -22,11 +25,19 @@ mkdir -p "$OUT"
   transformers.__version__, peft.__version__, opacus.__version__, flwr.__version__)"
   which nginx openssl; } 2>&1 | tee "$OUT/machine.txt"
 started=$SECONDS
-timeout $((540 - SECONDS)) python3 bench/quality.py --data $DATA --parallel 4 --threads 1 --out "$OUT/quality.json" \
-    --workdir /tmp/bq >"$OUT/quality.log" 2>&1 &
-python3 bench/recipes.py --data $DATA --stage dp --physical 64 --workers 9 --workdir /tmp/br \
-    --out "$OUT/recipes.json" 2>"$OUT/recipes.log" | tail -50
-read -r params dp_lr < <(python3 - "$OUT/recipes.json" <<'PY'
+# A small real federation first: what its nodes logged if a ClientApp fails on CUDA.
+python3 -c "import sys; sys.path.insert(0, 'bench'); from runner import write_reviews as w; \
+    from pathlib import Path; w(Path('$DATA'), 300, 100, 1, Path('/tmp/small.parquet'))"
+(timeout 150 python3 -m fedllm up --nodes 3 --rounds 1 --model "$FEDLLM_BENCH_MINILM" \
+    --dataset /tmp/small.parquet --run-dir /tmp/diag --set max-length=64 \
+    --set fraction-evaluate=0 --set val-fraction=0 >/tmp/diag.out 2>&1
+ { tail -5 /tmp/diag.out; python3 -c "import json; h=json.load(open('/tmp/diag/history.json'));
+print(json.dumps(h[-1].get('exchanges', {}), indent=1)[:3000])"
+   grep -h -B2 -A30 "Traceback" /tmp/diag/state/logs/*.log | tail -120; } >"$OUT/diag.txt" 2>&1) &
+recipes() { python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br "$@"; }
+timeout 170 recipes --stage dp --workers 9 --out "$OUT/recipes-explore.json" \
+    2>"$OUT/recipes-explore.log" | tail -45
+read -r params dp_lr < <(python3 - "$OUT/recipes-explore.json" <<'PY'
 import json, sys
 summary = json.load(open(sys.argv[1]))["summary"]
 best = max(summary, key=lambda name: summary[name]["mean"])
@@ -34,9 +45,9 @@ print(best.split()[1], best.split()[2][2:])
 PY
 )
 echo "after $((SECONDS - started)) s, chosen: dp-params $params dp-lr $dp_lr" | tee -a "$OUT/machine.txt"
-FEDLLM_DP_PARAMS=$params FEDLLM_DP_LR=$dp_lr timeout $((570 - SECONDS)) \
-    python3 bench/privacy.py --data $DATA --parallel 8 --threads 1 \
-    --only sgd --only big --workdir /tmp/bp --out "$OUT/privacy.json" --plot "$OUT/privacy.png" \
-    2>"$OUT/privacy.log" | tail -40
+timeout $((400 - SECONDS)) python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br2 \
+    --stage dp-eps --stage dp-big --dp-params "$params" --dp-lr "$dp_lr" --workers 18 \
+    --out "$OUT/recipes-dp.json" 2>"$OUT/recipes-dp.log" | tail -45
 wait
-echo "done after $((SECONDS - started)) s"; tail -30 "$OUT/quality.log"
+tail -c 20000 "$OUT/recipes-explore.log" > /tmp/x && mv /tmp/x "$OUT/recipes-explore.log"
+echo "done after $((SECONDS - started)) s"; head -c 3000 "$OUT/diag.txt"

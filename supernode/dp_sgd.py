@@ -93,12 +93,13 @@ def noise_only_step(optimizer: DPOptimizer) -> None:
     optimizer.original_optimizer.zero_grad(set_to_none=True)
 
 
-def fresh_generator() -> torch.Generator:
-    """A generator seeded by the OS, not by the run's seed: every ClientApp seeds torch's global
-    generator from the public `seed`, and noise or a batch draw that anyone could replay would
-    protect nothing. (opacus' `secure_mode` needs torchcsprng, not installed: this is torch's
-    Mersenne Twister, unpredictable to the server but not a cryptographic generator.)"""
-    generator = torch.Generator()
+def fresh_generator(device: torch.device | None = None) -> torch.Generator:
+    """A generator on `device` seeded by the OS, not by the run's seed: every ClientApp seeds
+    torch's global generator from the public `seed`, and noise or a batch draw that anyone could
+    replay would protect nothing. (opacus' `secure_mode` needs torchcsprng, not installed: this
+    is torch's own generator, unpredictable to the server but not a cryptographic one.) The noise
+    is drawn where the weights are: a CPU generator cannot draw on CUDA."""
+    generator = torch.Generator(device=device or torch.device("cpu"))
     generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
     return generator
 
@@ -143,7 +144,7 @@ def train_private(
                 noise_multiplier=plan.noise_multiplier,
                 max_grad_norm=plan.clip,
                 poisson_sampling=True,
-                noise_generator=fresh_generator(),
+                noise_generator=fresh_generator(device),
             )
         draws = switch_generator(data_loader=draws, generator=fresh_generator())
         private.train()
