@@ -28,14 +28,14 @@ started=$SECONDS
 # A small real federation first: what its nodes logged if a ClientApp fails on CUDA.
 python3 -c "import sys; sys.path.insert(0, 'bench'); from runner import write_reviews as w; \
     from pathlib import Path; w(Path('$DATA'), 300, 100, 1, Path('/tmp/small.parquet'))"
-(timeout 150 python3 -m fedllm up --nodes 3 --rounds 1 --model "$FEDLLM_BENCH_MINILM" \
+(timeout 120 python3 -m fedllm up --nodes 3 --rounds 1 --model "$FEDLLM_BENCH_MINILM" \
     --dataset /tmp/small.parquet --run-dir /tmp/diag --set max-length=64 \
     --set fraction-evaluate=0 --set val-fraction=0 >/tmp/diag.out 2>&1
  { tail -5 /tmp/diag.out; python3 -c "import json; h=json.load(open('/tmp/diag/history.json'));
 print(json.dumps(h[-1].get('exchanges', {}), indent=1)[:3000])"
    grep -h -B2 -A30 "Traceback" /tmp/diag/state/logs/*.log | tail -120; } >"$OUT/diag.txt" 2>&1) &
-recipes() { python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br "$@"; }
-timeout 170 recipes --stage dp --workers 9 --out "$OUT/recipes-explore.json" \
+timeout 130 python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br \
+    --stage dp --workers 9 --out "$OUT/recipes-explore.json" \
     2>"$OUT/recipes-explore.log" | tail -45
 read -r params dp_lr < <(python3 - "$OUT/recipes-explore.json" <<'PY'
 import json, sys
@@ -45,7 +45,7 @@ print(best.split()[1], best.split()[2][2:])
 PY
 )
 echo "after $((SECONDS - started)) s, chosen: dp-params $params dp-lr $dp_lr" | tee -a "$OUT/machine.txt"
-timeout $((400 - SECONDS)) python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br2 \
+timeout $((265 - SECONDS)) python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br2 \
     --stage dp-eps --stage dp-big --dp-params "$params" --dp-lr "$dp_lr" --workers 18 \
     --out "$OUT/recipes-dp.json" 2>"$OUT/recipes-dp.log" | tail -45
 wait

@@ -59,6 +59,8 @@ def encode(
     max_length: int,
 ) -> Encoded:
     """Tokenise (truncating to `max_length`) without padding: batches pad themselves."""
+    if len(texts) == 0:  # the tokenizer fails on an empty list (val-fraction 0: no validation)
+        return pack([], labels)
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     return pack(ids, labels)
 

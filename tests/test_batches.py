@@ -60,3 +60,9 @@ def test_select_keeps_rows_and_labels_together() -> None:
     picked = encoded.select([2, 0])
     assert [picked[index][0].tolist() for index in range(2)] == [[3, 3, 3], [1]]
     assert picked.labels.tolist() == [0, 0]
+
+
+def test_no_reviews_encode_to_an_empty_split() -> None:
+    """val-fraction 0 leaves a node no validation reviews; its ClientApp once failed on them."""
+    empty = encode([], [], tiny_tokenizer(), max_length=8)
+    assert len(empty) == 0 and list(batches(empty, PAD, batch_size=4, shuffle=False)) == []
