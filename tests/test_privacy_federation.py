@@ -85,14 +85,15 @@ def test_dp_sgd_budgets_and_site_policies(demo_assets: tuple[Path, Path], tmp_pa
     for k, node in enumerate(nodes, start=1):
         node["egress-log"] = str(run_dir / f"node-{k}-egress.jsonl")
         node["privacy-ledger"] = str(run_dir / f"node-{k}-ledger.json")
-    # One Poisson batch per pass (batch-size above any node's records) and 2 steps a round:
+    # One Poisson batch per pass (dp-batch-size above any node's records, run in micro-batches
+    # of batch-size) and 2 steps a round:
     # each round spends the same, whatever a node's records.
     noise, delta = 1.0, 1e-3
     spent = [epsilon([Release(1, r, noise, 1.0, 2) for r in range(k)], delta) for k in (1, 2, 3)]
     budget = (spent[1] + spent[2]) / 2  # rounds 1 and 2 fit, round 3 would not
     run = run_settings(
         demo_assets, run_dir, num_server_rounds=3, min_nodes=3, fraction_evaluate=0.0,
-        dp="sgd", dp_noise=noise, dp_epsilon=budget, dp_delta=delta, batch_size=512,
+        dp="sgd", dp_noise=noise, dp_epsilon=budget, dp_delta=delta, dp_batch_size=512,
         local_steps=2,
     )  # fmt: skip
     fed = federation(run_dir, nodes)
