@@ -1,11 +1,13 @@
 """Labelled review tables: a local parquet/csv/jsonl file or a Hugging Face hub dataset."""
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedllm.errors import FedllmError
 
 if TYPE_CHECKING:  # pandas and datasets load in seconds: only where tables are read
+    import pandas as pd
     from datasets import Dataset
 
 FILE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
@@ -45,12 +47,32 @@ def read_table(path: str | Path) -> "Dataset":
         raise FedllmError(
             f"data file {file} has no {missing[0]!r} column (columns: {', '.join(frame.columns)})"
         )
-    frame = frame[list(COLUMNS)].dropna()
+    frame = usable_rows(frame[list(COLUMNS)], file)
     if not frame["label"].isin([0, 1]).all():
         raise FedllmError(f"data file {file}: 'label' must be 0 or 1")
     frame["text"] = frame["text"].astype(str)
     frame["label"] = frame["label"].astype("int64")
     return Dataset.from_pandas(frame, preserve_index=False)
+
+
+def usable_rows(frame: "pd.DataFrame", file: Path) -> "pd.DataFrame":
+    """Rows with a text and a label; says in one line (stderr) how many were dropped and why,
+    and refuses a file with none left."""
+    no_text = frame["text"].isna() | (frame["text"].astype(str).str.strip() == "")
+    no_label = frame["label"].isna()
+    kept = frame[~(no_text | no_label)]
+    if len(kept) < len(frame):
+        reasons = [f"{int(count)} without {what}" for what, count in
+                   (("text", no_text.sum()), ("a label", no_label.sum())) if count]  # fmt: skip
+        print(
+            f"fedllm: data file {file}: dropped {len(frame) - len(kept)} of {len(frame)} rows"
+            f" ({', '.join(reasons)})",
+            file=sys.stderr,
+            flush=True,
+        )
+    if len(kept) == 0:
+        raise FedllmError(f"data file {file}: no row has both a text and a label")
+    return kept
 
 
 def split_holdout(table: "Dataset", fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:

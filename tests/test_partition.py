@@ -78,6 +78,23 @@ def test_bad_files_are_refused(tmp_path: Path, frame: pd.DataFrame, message: str
         read_table(path)
 
 
+def test_rows_without_text_or_label_are_dropped_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "half.parquet"
+    texts = ["good", None, "  ", "bad", "fine", "meh"]
+    labels = [1, 0, 1, None, 1, 0]
+    pd.DataFrame({"text": texts, "label": labels}).to_parquet(path)
+    assert list(read_table(path)["text"]) == ["good", "fine", "meh"]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"fedllm: data file {path}: dropped 3 of 6 rows (2 without text, 1 without a label)"
+    ]
+    pd.DataFrame({"text": [None, ""], "label": [1, 0]}).to_parquet(path)
+    with pytest.raises(FedllmError, match="no row has both a text and a label"):
+        read_table(path)
+
+
 def test_missing_file_and_bad_partition_id(reviews: Path, tmp_path: Path) -> None:
     with pytest.raises(FedllmError, match="not found"):
         read_table(tmp_path / "absent.parquet")
