@@ -14,7 +14,7 @@ import click
 import typer
 from rich.console import Console
 
-from fedllm.errors import FedllmError, Terminated, raise_terminated
+from fedllm.errors import FedllmError, Stopped, Terminated, raise_terminated
 from fedllm.node_cli import app as node_app
 from fedllm.privacy import check_privacy
 from fedllm.settings import RunSettings, build
@@ -97,17 +97,20 @@ def up_command(
     prometheus_port: Annotated[int, typer.Option(help="Port of that Prometheus.")] = 9090,
 ) -> None:
     """Start a SuperLink and NODES SuperNodes on loopback TLS, run, and stop them all."""
-    from fedllm.orchestration.up import up
+    from fedllm.orchestration.up import stopped_run, up
 
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
              "strategy": strategy, "resume": resume or None}  # fmt: skip
     default_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run = run_settings(given, set_ or [], run_dir or default_dir)
-    up(
-        run, nodes, certs.resolve() if certs else None, threads, timeout, console,
-        metrics_port=metrics_port, prometheus_port=prometheus_port if prometheus else None,
-    )  # fmt: skip
+    try:
+        up(
+            run, nodes, certs.resolve() if certs else None, threads, timeout, console,
+            metrics_port=metrics_port, prometheus_port=prometheus_port if prometheus else None,
+        )  # fmt: skip
+    except (KeyboardInterrupt, Terminated) as stop:  # the federation is down by now
+        raise stopped_run(run, sys.argv[1:], isinstance(stop, KeyboardInterrupt)) from None
 
 
 @app.command("submit")
@@ -304,10 +307,13 @@ def main() -> None:
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     quiet_libraries()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except FedllmError as err:
         print(f"fedllm: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Stopped as stop:
+        print(f"fedllm: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
     except Terminated:
         print("fedllm: stopped by SIGTERM; every started process was stopped", file=sys.stderr)
         sys.exit(0)
@@ -317,3 +323,6 @@ def main() -> None:
     except click.ClickException as err:
         print(f"fedllm: error: {err.format_message()}", file=sys.stderr)
         sys.exit(2)
+    if isinstance(code, int) and code:  # typer returns 130 for a Ctrl-C outside `up`
+        print("fedllm: interrupted", file=sys.stderr)
+        sys.exit(code)

@@ -12,3 +12,11 @@ class Terminated(Exception):
 def raise_terminated(signum: int, frame: object) -> None:
     """Signal handler turning SIGTERM into `Terminated`."""
     raise Terminated
+
+
+class Stopped(Exception):
+    """A signal stopped a run after every started process was stopped; says how to resume."""
+
+    def __init__(self, line: str, exit_code: int) -> None:
+        super().__init__(line)
+        self.exit_code = exit_code

@@ -30,7 +30,10 @@ def start_up(run_dir: Path, demo_assets: tuple[Path, Path], nodes: int) -> subpr
         "--set", "max-length=32", "--set", "round-timeout=60", "--set", "min-nodes=2",
         "--timeout", "420",
     ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(  # its own process group, taking SIGINT as from a terminal
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def rounds_done(run_dir: Path) -> list[int]:
@@ -99,19 +102,27 @@ def test_a_killed_superlink_is_restarted_and_the_run_resumed(
     assert leftovers(run_dir) == []
 
 
-def test_sigterm_stops_everything_and_exits_zero(
-    demo_assets: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize(("name", "exit_code"), [("SIGTERM", 0), ("SIGINT", 130)])
+def test_a_signal_stops_everything_and_says_how_to_resume(
+    demo_assets: tuple[Path, Path], tmp_path: Path, name: str, exit_code: int
 ) -> None:
+    """SIGTERM: a requested stop (status 0); SIGINT, as Ctrl-C sends it to the terminal's
+    process group: status 130. Either way the run is recorded as stopped, with its resume."""
     run_dir = tmp_path / "run"
     up = start_up(run_dir, demo_assets, nodes=2)
     wait_for_round(run_dir, 1, up)
     # history.json records a round just before its checkpoint is written
     wait_for(lambda: 1 in completed_rounds(run_dir), 60, "round 1's checkpoint")
     checkpoint = (run_dir / "checkpoints/round-1/adapter.safetensors").read_bytes()
-    up.send_signal(signal.SIGTERM)
+    os.killpg(up.pid, getattr(signal, name))
     output = up.communicate(timeout=60)[0]
-    assert up.returncode == 0, output
-    assert "stopped by SIGTERM" in output
+    assert up.returncode == exit_code, output
+    stopped = [line for line in output.splitlines() if line.startswith("fedllm: stopped by")]
+    assert len(stopped) == 1 and f"stopped by {name} after round" in stopped[0], output
+    assert stopped[0].endswith(f"--run-dir {run_dir} --set max-length=32 --set round-timeout=60"
+                               " --set min-nodes=2 --timeout 420 --resume")  # fmt: skip
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "stopped" and status["signal"] == name and status["rounds"] >= 1
     assert (run_dir / "checkpoints/round-1/adapter.safetensors").read_bytes() == checkpoint
     assert leftovers(run_dir) == []
 

@@ -1,6 +1,7 @@
 """`fedllm up`: a whole federation on this machine, from PKI to final adapter."""
 
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -8,10 +9,12 @@ from typing import Any
 from rich.console import Console
 
 from fedllm import pki
+from fedllm.errors import Stopped
 from fedllm.orchestration.federation import LocalFederation
 from fedllm.orchestration.supervisor import run_job
 from fedllm.preflight import check_certs, check_run
-from fedllm.rundir.checkpoint import guard_fresh, load_last_checkpoint
+from fedllm.rundir.checkpoint import completed_rounds, guard_fresh, load_last_checkpoint
+from fedllm.rundir.history import write_status
 from fedllm.settings import RunSettings
 from fedllm.summary import print_summary
 from fedllm.telemetry.exporter import check_free
@@ -70,3 +73,22 @@ def up(
         console.print(f"SuperLink gateway on {federation.address} (mutual TLS), {nodes} SuperNodes")
         run_id, history = run_job(federation, run, APP_DIR, console, timeout)
     return print_summary(run, run_id, history, time.monotonic() - started, console)
+
+
+def stopped_run(run: RunSettings, argv: list[str], sigint: bool) -> Stopped:
+    """Record a run a signal stopped (status `stopped`) and say how to resume it: the same
+    command with `--run-dir` and `--resume`. SIGINT exits 130, SIGTERM (a requested stop) 0."""
+    name = "SIGINT" if sigint else "SIGTERM"
+    run_dir = Path(run.run_dir)
+    done = completed_rounds(run_dir) if run_dir.is_dir() else []
+    if run_dir.is_dir():
+        write_status(run_dir, "stopped", signal=name, rounds=done[-1] if done else 0)
+    command = [arg for arg in argv if arg != "--resume"]
+    if "--run-dir" not in command:
+        command += ["--run-dir", str(run_dir)]
+    where = f"after round {done[-1]} of {run.num_server_rounds}" if done else "before round 1"
+    line = (
+        f"stopped by {name} {where}; every started process was stopped;"
+        f" resume with: {shlex.join(['fedllm', *command, '--resume'])}"
+    )
+    return Stopped(line, 130 if sigint else 0)
