@@ -76,9 +76,9 @@ class RunSettings(BaseSettings):
     dp_delta: float = Field(0.0, ge=0, lt=1)
     dp_noise: float = Field(0.0, ge=0)
     dp_clip: float = Field(1.0, gt=0)
-    dp_params: DpParams = "lora-b"
+    dp_params: DpParams = "head"
     dp_batch_size: int = Field(256, ge=1)
-    dp_lr: float = Field(0.5, gt=0)
+    dp_lr: float = Field(4.0, gt=0)
     dp_epochs: float = Field(4.0, gt=0)
     dp_noise_check: bool = True
     keep_checkpoints: int = Field(3, ge=0)

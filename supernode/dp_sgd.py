@@ -4,9 +4,11 @@ The recipe (chosen by `bench/privacy.py`, reasons in docs/privacy.md): opacus cl
 example's gradient to `clip` and adds Gaussian noise of `noise * clip` to each *logical*
 batch's sum, so the noise per example shrinks with the batch: batches are large (`dp-batch-size`,
 Poisson-sampled as the RDP accounting assumes) and run in physical micro-batches of
-`batch-size`. Fewer trained values mean a smaller noise norm (it grows with their square root):
-by default LoRA's `A` matrices stay frozen (FFA-LoRA) and only `B` and the head train. SGD with
-momentum, not Adam, whose per-value normalisation turns pure noise into full-size steps.
+`batch-size`. Fewer trained values mean a smaller noise norm (it grows with their square root),
+and noise on LoRA's matrices is carried through every layer above them: by default only the
+classification head trains (`dp-params`; `lora-b` adds LoRA's `B` matrices with `A` frozen,
+FFA-LoRA). SGD with momentum, not Adam, whose per-value normalisation turns pure noise into
+full-size steps.
 """
 
 import os
