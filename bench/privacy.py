@@ -25,7 +25,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import federation, in_process, minilm_path, publish, summary, write_reviews
+from runner import (
+    federation,
+    in_process,
+    minilm_path,
+    plot_epsilon,
+    publish,
+    summary,
+    write_reviews,
+)
 
 from fedllm.settings import NodeSettings, RunSettings, build
 
@@ -104,43 +112,6 @@ def one_site_cost(run: RunSettings, nodes: int, threads: int, repeats: int, work
         "wall-time-ratio": round(wall["dp-sgd"] / wall["plain"], 2),
         "peak-rss-ratio": round(peak("dp-sgd") / peak("plain"), 2),
     }
-
-
-def plot(report: dict[str, Any], target: Path) -> None:
-    """Accuracy against ε per site (mean ± spread), the no-DP run as a band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for prefix, colour in (("", "tab:blue"), ("big ", "tab:orange")):
-        rows = report["summary"]
-        points = sorted(
-            (float(name.split("eps")[1]), value) for name, value in rows.items()
-            if name.startswith(f"{prefix}dp-sgd eps")
-        )  # fmt: skip
-        if not points:
-            continue
-        sites = report["setup"]["big-records" if prefix else "records"]
-        label = f"DP-SGD, 3 sites x {sites:,}"
-        xs = [x for x, _ in points]
-        axes.errorbar(xs, [v["mean"] for _, v in points], yerr=[v["std"] for _, v in points],
-                      marker="o", capsize=3, color=colour, label=label)  # fmt: skip
-        if f"{prefix}no-dp" in rows:
-            plain = rows[f"{prefix}no-dp"]
-            axes.axhline(plain["mean"], color=colour, linestyle="--",
-                         label=f"no DP, 3 sites x {sites:,}")  # fmt: skip
-            axes.axhspan(plain["mean"] - plain["std"], plain["mean"] + plain["std"],
-                         color=colour, alpha=0.15)  # fmt: skip
-    axes.axhline(0.5, color="grey", linestyle=":", label="chance")
-    axes.set_xticks([1, 3, 8])
-    axes.set_xlabel("ε per site over the whole run (δ = 1/(10 records))")
-    axes.set_ylabel("accuracy on held-out reviews")
-    axes.set_title(f"fedllm DP-SGD default recipe, {report['setup']['rounds']} rounds")
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(target, dpi=120)
 
 
 def parse_args() -> argparse.Namespace:
@@ -241,7 +212,8 @@ def main() -> None:
     report["load-average-at-end"] = [round(x, 2) for x in os.getloadavg()]
     publish(report, args.out)
     if args.plot and report.get("summary"):
-        plot(report, args.plot)
+        title = f"fedllm up, DP-SGD default recipe, {args.rounds} rounds, {args.max_length} tokens"
+        plot_epsilon(report["summary"], args.records, args.big_records, title, args.plot)
     print(json.dumps(report.get("summary", {}) | {"one-site": report.get("one-site", {})},
                      indent=1))  # fmt: skip
 

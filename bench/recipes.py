@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import minilm_path, publish, write_reviews
+from runner import minilm_path, plot_epsilon, publish, write_reviews
 
 
 def simulate(spec: dict[str, Any]) -> dict[str, Any]:
@@ -104,15 +104,14 @@ def configs(args: argparse.Namespace, reviews: Path, big: Path) -> list[dict[str
                     dp_epsilon=8.0, dp_params=params, dp_lr=dp_lr)  # fmt: skip
     if "dp-eps" in args.stage:
         for epsilon in (1.0, 3.0, 8.0):
-            name = f"dp{epsilon:g} {args.dp_params} lr{args.dp_lr:g}"
-            add(name, False, reviews, dp="sgd", dp_epsilon=epsilon, dp_params=args.dp_params,
-                dp_lr=args.dp_lr, lr=args.lr)  # fmt: skip
-        add(f"no-dp lr{args.lr:g}", False, reviews, lr=args.lr)
+            add(f"dp-sgd eps{epsilon:g}", False, reviews, dp="sgd", dp_epsilon=epsilon,
+                dp_params=args.dp_params, dp_lr=args.dp_lr, lr=args.lr)  # fmt: skip
+        add("no-dp", False, reviews, lr=args.lr)
     if "dp-big" in args.stage:
         big_base = {"eval_fraction": args.eval / (args.eval + 3 * 4 * args.records)}
-        add(f"big dp8 {args.dp_params} lr{args.dp_lr:g}", False, big, dp="sgd", dp_epsilon=8.0,
-            dp_params=args.dp_params, dp_lr=args.dp_lr, lr=args.lr, **big_base)  # fmt: skip
-        add(f"big no-dp lr{args.lr:g}", False, big, lr=args.lr, **big_base)
+        add("big dp-sgd eps8", False, big, dp="sgd", dp_epsilon=8.0, dp_params=args.dp_params,
+            dp_lr=args.dp_lr, lr=args.lr, **big_base)  # fmt: skip
+        add("big no-dp", False, big, lr=args.lr, **big_base)
     return out
 
 
@@ -142,6 +141,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-recipes"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--plot", type=Path, help="accuracy against ε of the dp-eps stages (PNG)")
     return parser.parse_args()
 
 
@@ -167,6 +167,10 @@ def main() -> None:
             publish(report, args.out)
     report["cpus"] = os.cpu_count()
     publish(report, args.out)
+    if args.plot:
+        title = (f"in-process FedAvg, DP-SGD {args.dp_params} lr {args.dp_lr:g},"
+                 f" {args.rounds} rounds, {args.max_length} tokens")  # fmt: skip
+        plot_epsilon(report["summary"], args.records, 4 * args.records, title, args.plot)
     print(json.dumps(report["summary"], indent=1))
 
 

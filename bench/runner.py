@@ -84,3 +84,38 @@ def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             names.setdefault(one["name"], []).append(one["accuracy"])
     return {name: {"mean": round(statistics.fmean(v), 4), "std": round(statistics.pstdev(v), 4),
                    "seeds": len(v)} for name, v in names.items()}  # fmt: skip
+
+
+def plot_epsilon(
+    table: dict[str, dict[str, Any]], records: int, big_records: int, title: str, target: Path
+) -> None:
+    """Accuracy against ε per site (mean ± spread over seeds), the run without DP as a band:
+    rows `dp-sgd epsE` and `no-dp`, and `big ...` for the sites of `big_records`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4))
+    for prefix, sites, colour in (("", records, "tab:blue"), ("big ", big_records, "tab:orange")):
+        points = sorted(
+            (float(name.split("eps")[1]), row) for name, row in table.items()
+            if name.startswith(f"{prefix}dp-sgd eps")
+        )  # fmt: skip
+        if points:
+            axes.errorbar([x for x, _ in points], [row["mean"] for _, row in points],
+                          yerr=[row["std"] for _, row in points], marker="o", capsize=3,
+                          color=colour, label=f"DP-SGD, 3 sites x {sites:,}")  # fmt: skip
+        if plain := table.get(f"{prefix}no-dp"):
+            axes.axhline(plain["mean"], color=colour, linestyle="--",
+                         label=f"no DP, 3 sites x {sites:,}")  # fmt: skip
+            axes.axhspan(plain["mean"] - plain["std"], plain["mean"] + plain["std"],
+                         color=colour, alpha=0.15)  # fmt: skip
+    axes.axhline(0.5, color="grey", linestyle=":", label="chance")
+    axes.set_xticks([1, 3, 8])
+    axes.set_xlabel("ε per site over the whole run (δ = 1/(10 records))")
+    axes.set_ylabel("accuracy on held-out reviews")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(target, dpi=120)
