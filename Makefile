@@ -54,7 +54,7 @@ bench-quality: $(BIN)/.installed
 # Accuracy vs ε (DP-SGD), site-level DP, DP-SGD time/memory (MiniLM, real reviews): bench/privacy.json.
 bench-privacy: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python bench/privacy.py --out bench/privacy.json
+	$(BIN)/python bench/privacy.py --out bench/privacy.json --plot docs/privacy.png
 
 # A SuperNode vs a bare PEFT loop (MiniLM on real reviews, then the tiny GPT-2): bench/overhead.json.
 BENCH_DEMO := runs/bench-demo
