@@ -1,10 +1,10 @@
 """LoRA training speed and GPU memory on CUDA: bf16/fp32 base weights vs bitsandbytes 4/8-bit.
 
 Prints one JSON object. Each variant runs in its own process through the project's own code
-(`fedllm.model.build_model` with `RunSettings.quantization`, `fedllm.batches`,
-`supernode.train.train`, `fedllm.evaluate.evaluate`) on real IMDB reviews: a warm-up of a few
-steps, then one timed pass over the training reviews (examples/s, tokens/s, peak GPU memory),
-then the held-out reviews.
+(`fedllm.learning.model.build_model` with `RunSettings.quantization`,
+`fedllm.learning.batches`, `supernode.train.train`, `fedllm.learning.evaluate.evaluate`) on real
+IMDB reviews: a warm-up of a few steps, then one timed pass over the training reviews
+(examples/s, tokens/s, peak GPU memory), then the held-out reviews.
 
 The model has GPT-2 124M's shapes (`GPT2Config()` defaults) with random weights: no hub is
 reachable where this runs. Speed and memory do not depend on the weight values; accuracy does,
@@ -135,8 +135,8 @@ def write_base(target: Path, tokenizer_dir: Path, dtype: str, layers: int, seed:
 def flower_types() -> str:
     """Import `flwr.app`, or stand in for it where Flower is not installed.
 
-    `supernode.train` and `fedllm.evaluate` take only the `MetricRecordValues` type alias from
-    it, for annotations; the training and evaluation code is the same either way.
+    `supernode.train` and `fedllm.learning.evaluate` take only the `MetricRecordValues` type alias
+    from it, for annotations; the training and evaluation code is the same either way.
     """
     try:
         import flwr.app  # noqa: F401
@@ -157,9 +157,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     import torch
 
-    from fedllm.batches import batches, encode
-    from fedllm.evaluate import evaluate
-    from fedllm.model import build_model, load_tokenizer, pick_device
+    from fedllm.learning.batches import batches, encode
+    from fedllm.learning.evaluate import evaluate
+    from fedllm.learning.model import build_model, load_tokenizer, pick_device
     from fedllm.settings import RunSettings, build
     from supernode.train import train
 

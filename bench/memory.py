@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedllm import pki
+from fedllm.identity import pki
 from fedllm.orchestration.federation import LocalFederation
 from fedllm.rundir.checkpoint import ADAPTER_FILE, checkpoint_dir
 from fedllm.rundir.history import read_history, read_status

@@ -62,7 +62,7 @@ def bare_worker(spec: dict[str, Any]) -> dict[str, Any]:
         DataCollatorWithPadding,
     )
 
-    from fedllm.batches import batches, pack
+    from fedllm.learning.batches import batches, pack
     from fedllm.telemetry.memory import process_memory
 
     torch.set_num_threads(spec["threads"])
@@ -133,7 +133,7 @@ def bare_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def node_partitions(run: Any, nodes: int, workdir: Path) -> list[Path]:
     """Each node's training split, exactly as its ClientApp builds it, as JSON lines."""
-    from fedllm.partition import node_data
+    from fedllm.learning.partition import node_data
     from fedllm.settings import NodeSettings
     from supernode.site import local_split
 
@@ -289,7 +289,7 @@ def adapter_bytes(run: Any) -> int:
     """Raw size of the trainable tensors (LoRA matrices and classification head)."""
     import torch
 
-    from fedllm.model import build_model, load_tokenizer
+    from fedllm.learning.model import build_model, load_tokenizer
 
     model = build_model(run, load_tokenizer(run.model), torch.device("cpu"))
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -556,8 +556,8 @@ def adapter_distance(run: Any, rounds: int, runs: dict[str, Path]) -> dict[str, 
     import torch
     from safetensors.torch import load_file
 
-    from fedllm.adapter import adapter_state
-    from fedllm.model import build_model, load_tokenizer
+    from fedllm.learning.adapter import adapter_state
+    from fedllm.learning.model import build_model, load_tokenizer
 
     initial = adapter_state(build_model(run, load_tokenizer(run.model), torch.device("cpu")))
     name = f"checkpoints/round-{rounds}/adapter.safetensors"
@@ -607,10 +607,10 @@ def compare_batching(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
 
-    from fedllm.batches import batches, encode_table, make_loader
-    from fedllm.data import read_table, split_holdout
-    from fedllm.evaluate import evaluate
-    from fedllm.model import build_model, load_tokenizer
+    from fedllm.learning.batches import batches, encode_table, make_loader
+    from fedllm.learning.data import read_table, split_holdout
+    from fedllm.learning.evaluate import evaluate
+    from fedllm.learning.model import build_model, load_tokenizer
     from supernode.train import train
 
     prepare(args)

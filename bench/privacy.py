@@ -42,8 +42,8 @@ MB = 1024 * 1024
 
 def cost_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One site's round 1 as its ClientApp runs it, plainly or with DP-SGD; this process only."""
-    from fedllm.batches import batches
-    from fedllm.model import build_model, load_tokenizer, pick_device
+    from fedllm.learning.batches import batches
+    from fedllm.learning.model import build_model, load_tokenizer, pick_device
     from fedllm.telemetry.memory import process_memory
     from supernode.dp_sgd import train_private
     from supernode.private_round import plan_round

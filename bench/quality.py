@@ -27,10 +27,10 @@ from fedllm.settings import RunSettings, build
 
 def centralized(spec: dict[str, Any]) -> dict[str, Any]:
     """Plain LoRA training on all training reviews in this process, evaluated every epoch."""
-    from fedllm.batches import make_loader
-    from fedllm.data import read_table, split_holdout
-    from fedllm.evaluate import evaluate
-    from fedllm.model import build_model, load_tokenizer, pick_device
+    from fedllm.learning.batches import make_loader
+    from fedllm.learning.data import read_table, split_holdout
+    from fedllm.learning.evaluate import evaluate
+    from fedllm.learning.model import build_model, load_tokenizer, pick_device
     from supernode.train import train
 
     torch.set_num_threads(spec["threads"])

@@ -1,9 +1,9 @@
 """Choose training defaults by measurement: FedAvg vs centralized, and DP-SGD recipes.
 
 One process per configuration runs the project's own training code (`supernode.train.train`,
-`supernode.dp_sgd.train_private`, the nodes' partitions from `fedllm.partition`) with FedAvg
-in process, no Flower: cheap enough to compare many settings over 3 seeds. The winners are then
-checked through real federations by `bench/quality.py` and `bench/privacy.py`.
+`supernode.dp_sgd.train_private`, the nodes' partitions from `fedllm.learning.partition`) with
+FedAvg in process, no Flower: cheap enough to compare many settings over 3 seeds. The winners are
+then checked through real federations by `bench/quality.py` and `bench/privacy.py`.
 
     python bench/recipes.py --stage defaults --stage dp --workers 8 --out bench/recipes.json
 """
@@ -27,11 +27,11 @@ def simulate(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration: held-out accuracy after every round (or centralized epoch)."""
     import torch
 
-    from fedllm.adapter import adapter_state, load_state
-    from fedllm.batches import batches, encode_table
-    from fedllm.evaluate import evaluate
-    from fedllm.model import build_model, load_tokenizer, pick_device
-    from fedllm.partition import node_data, server_holdout
+    from fedllm.learning.adapter import adapter_state, load_state
+    from fedllm.learning.batches import batches, encode_table
+    from fedllm.learning.evaluate import evaluate
+    from fedllm.learning.model import build_model, load_tokenizer, pick_device
+    from fedllm.learning.partition import node_data, server_holdout
     from fedllm.settings import NodeSettings, RunSettings, build
     from supernode.dp_sgd import train_private
     from supernode.private_round import plan_round

@@ -101,8 +101,8 @@ def demo_record_bytes(model: str) -> int:
     """Payload size of the measured runs' (tiny GPT-2, r=8) adapter arrays alone."""
     import torch
 
-    from fedllm.adapter import adapter_state
-    from fedllm.model import build_model, load_tokenizer
+    from fedllm.learning.adapter import adapter_state
+    from fedllm.learning.model import build_model, load_tokenizer
     from fedllm.settings import RunSettings
 
     run = RunSettings(model=str(Path(model).resolve()))

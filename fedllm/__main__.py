@@ -1,5 +1,5 @@
 """`python -m fedllm` runs the command line."""
 
-from fedllm.cli import main
+from fedllm.cli.main import main
 
 main()

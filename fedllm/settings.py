@@ -22,10 +22,11 @@ Strategy = Literal[
     "bulyan",
 ]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-# How nodes send their trained adapter: float32 weights, or a 16-bit delta (fedllm.updates).
+# How nodes send their trained adapter: float32 weights, or a 16-bit delta
+# (fedllm.learning.updates).
 UpdateDtype = Literal["float32", "float16", "bfloat16"]
 # Differential privacy: record-level DP-SGD on each site (opacus), or Flower's site-level
-# wrappers with the noise added on the server or on the nodes (fedllm.privacy).
+# wrappers with the noise added on the server or on the nodes (fedllm.privacy.dp).
 DpMode = Literal["none", "sgd", "server", "client"]
 # Which weights DP-SGD trains: the head alone, LoRA's B matrices (A stays at its shared random
 # init, FFA-LoRA) and the head, or every adapter weight (supernode.dp_sgd).

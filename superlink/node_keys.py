@@ -13,10 +13,11 @@ from pathlib import Path
 
 from flwr.supercore.control import ControlHttpClient
 
-from fedllm.certcheck import read_certificate
 from fedllm.errors import FedllmError
-from fedllm.node_key import header_value
-from fedllm.node_registry import (
+from fedllm.identity import audit
+from fedllm.identity.certcheck import read_certificate
+from fedllm.identity.node_key import header_value
+from fedllm.identity.node_registry import (
     SITE_NAME,
     certified_site,
     control_client,
@@ -24,7 +25,6 @@ from fedllm.node_registry import (
     registered,
     site_key,
 )
-from superlink import audit
 
 MAP_FILE = "node-keys.map"
 # Control API calls through the gateway after which the registry may have changed.

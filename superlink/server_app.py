@@ -12,14 +12,14 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from fedllm.adapter import load_arrays, to_arrays
-from fedllm.batches import make_loader
-from fedllm.evaluate import evaluate
-from fedllm.model import build_model, load_tokenizer, pick_device
-from fedllm.object_pulls import prompt_reply_pulls
-from fedllm.partition import server_holdout
-from fedllm.privacy import check_privacy, site_noise
-from fedllm.round_grid import RoundGrid
+from fedllm.flower_patches.object_pulls import prompt_reply_pulls
+from fedllm.identity.audit import append_from_env
+from fedllm.learning.adapter import load_arrays, to_arrays
+from fedllm.learning.batches import make_loader
+from fedllm.learning.evaluate import evaluate
+from fedllm.learning.model import build_model, load_tokenizer, pick_device
+from fedllm.learning.partition import server_holdout
+from fedllm.privacy.dp import check_privacy, site_noise
 from fedllm.rundir.checkpoint import (
     STATE_FILE,
     checkpoint_dir,
@@ -35,8 +35,8 @@ from fedllm.rundir.history import History, write_status
 from fedllm.settings import RunSettings, from_flower_config
 from fedllm.telemetry.rounds import RunTelemetry
 from fedllm.telemetry.sampler import watch_memory
-from superlink.audit import append_from_env
 from superlink.plot import plot_history
+from superlink.round_grid import RoundGrid
 from superlink.site_dp import privacy_entry, restore_accountant
 from superlink.strategy import make_strategy
 

@@ -9,11 +9,11 @@ from types import FrameType
 
 import psutil
 
-from fedllm.certcheck import check_certificate
 from fedllm.errors import FedllmError
-from fedllm.ports import free_port
-from fedllm.processes import descendants_of, flower_bin, flower_env, spawn, stop
-from superlink import audit
+from fedllm.identity import audit
+from fedllm.identity.certcheck import check_certificate
+from fedllm.orchestration.ports import free_port
+from fedllm.orchestration.processes import descendants_of, flower_bin, flower_env, spawn, stop
 from superlink.gateway import nginx_command, render_config
 from superlink.node_keys import REGISTRY_CALLS, NodeKeys
 

@@ -18,10 +18,9 @@ from flwr.serverapp.strategy import (
 )
 from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
 
-from fedllm.privacy import default_delta
+from fedllm.privacy.dp import default_delta
 from fedllm.settings import RunSettings
 
-SITE_WEIGHT = "site-weight"
 # FedAvg samples max(int(connected * fraction), min-train-nodes): this makes it min-nodes.
 EXACTLY_MIN_NODES = 1e-9
 Wrapper = DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping

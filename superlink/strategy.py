@@ -19,9 +19,11 @@ from flwr.serverapp.strategy import (
 )
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from fedllm.privacy.dp import SITE_WEIGHT
+from fedllm.rundir.ledger import RoundLedger
 from fedllm.settings import RunSettings
-from superlink.site_dp import EXACTLY_MIN_NODES, SITE_WEIGHT, site_level_dp
-from superlink.update_guard import RoundLedger, UpdateGuard, guarded
+from superlink.site_dp import EXACTLY_MIN_NODES, site_level_dp
+from superlink.update_guard import UpdateGuard, guarded
 
 MetricsHook = Callable[[list[RecordDict], MetricRecord], None]
 

@@ -8,26 +8,15 @@ library's own aggregation runs.
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedllm.privacy import BLOCKED, REFUSED
-from fedllm.updates import WEIGHTS
-
-
-@dataclass
-class RoundLedger:
-    """Who was asked, who answered, who was refused in the current round."""
-
-    sampled: int = 0
-    replied: int = 0
-    failed: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    refused: list[tuple[int, str]] = field(default_factory=list)  # by the site's policy
+from fedllm.learning.updates import WEIGHTS
+from fedllm.privacy.dp import BLOCKED, REFUSED
+from fedllm.rundir.ledger import RoundLedger
 
 
 def check_update(reply: ArrayRecord, sent: ArrayRecord, max_norm: float) -> str | None:

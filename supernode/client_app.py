@@ -15,16 +15,15 @@ from flwr.app import Context, Error, Message, MetricRecord, MetricRecordValues, 
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from fedllm.adapter import adapter_state, load_arrays
-from fedllm.batches import batches
-from fedllm.evaluate import evaluate
-from fedllm.privacy import REFUSED
+from fedllm.learning.adapter import adapter_state, load_arrays
+from fedllm.learning.batches import batches
+from fedllm.learning.evaluate import evaluate
+from fedllm.learning.updates import encode_update
+from fedllm.privacy.dp import REFUSED, SITE_WEIGHT
 from fedllm.telemetry.memory import process_memory
 from fedllm.telemetry.micro_batches import record_micro_batching
 from fedllm.telemetry.sampler import watch_memory
 from fedllm.telemetry.training import record_training
-from fedllm.updates import encode_update
-from superlink.site_dp import SITE_WEIGHT
 from supernode.client_clipping import clip_when_asked
 from supernode.dp_sgd import train_private
 from supernode.egress_guard import egress_guard

@@ -25,7 +25,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fedllm.batches import Encoded, PadBatch
+from fedllm.learning.batches import Encoded, PadBatch
 from fedllm.settings import DpParams
 from supernode.train import Tally, TrainStats, rows
 

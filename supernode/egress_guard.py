@@ -1,5 +1,5 @@
 """The site's egress guard: a Flower ClientApp mod that lets a reply leave only if it carries
-what `fedllm.egress` allows, narrowed by the site's policy; otherwise the reply becomes an
+what `fedllm.privacy.egress` allows, narrowed by the site's policy; otherwise the reply becomes an
 error and the node's egress log (node setting `egress-log`) says what was held back.
 """
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedllm.egress import METRIC_KEYS, contents, violations
-from fedllm.privacy import BLOCKED
+from fedllm.privacy.dp import BLOCKED
+from fedllm.privacy.egress import METRIC_KEYS, contents, violations
 from fedllm.settings import NodeSettings, from_flower_config
 from supernode.site_policy import REQUIRED_METRICS, SitePolicy, load_policy
 

@@ -19,7 +19,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel
 
-from fedllm.batches import Encoded, PadBatch
+from fedllm.learning.batches import Encoded, PadBatch
 from fedllm.telemetry.headroom import memory_state
 from fedllm.telemetry.memory import process_memory
 from supernode.adaptation import Adaptation

@@ -8,7 +8,7 @@ run's ε past `dp-epsilon`, or the site's ε over all runs past the policy's `ma
 
 from dataclasses import dataclass
 
-from fedllm.privacy import default_delta
+from fedllm.privacy.dp import default_delta
 from fedllm.settings import NodeSettings, RunSettings
 from supernode.dp_sgd import DpSgd, logical_batches, plan_noise
 from supernode.privacy_ledger import PrivacyLedger, Release, epsilon

@@ -7,11 +7,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fedllm.certcheck import check_certificate
-from fedllm.mtls import present_client_certificate
-from fedllm.node_key import write_flower_private_key
-from fedllm.processes import stop_descendants
-from supernode import polling, prefork, reconnect
+from fedllm.flower_patches import polling, prefork, reconnect
+from fedllm.flower_patches.mtls import present_client_certificate
+from fedllm.identity.certcheck import check_certificate
+from fedllm.identity.node_key import write_flower_private_key
+from fedllm.orchestration.processes import stop_descendants
 
 # Flower's SuperExec asks its SuperNode for a task (a message to start a ClientApp for) every
 # second. Every 0.5 s starts a ClientApp 0.25 s sooner on average; an idle node then uses
@@ -56,11 +56,11 @@ def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port
     ]  # fmt: skip
     flower_supernode()
     # Flower's Fleet loop only ends when it gives up on the SuperLink, after an error it takes
-    # for permanent (an SSL/TLS error other than a cut-short handshake, see supernode.reconnect;
-    # an HTTP status it does not retry). It then returns without stopping its Runtime API
-    # thread, which kept this process alive (and healthy to a health check) but outside the
-    # federation for good: a ServerApp waiting for `min-nodes` waited forever. Exit instead,
-    # through Flower's exit path (the handler above stops the SuperExec and ClientApps,
-    # Flower's own the Runtime API), so that the restart policy or `fedllm up` starts a node
-    # that registers again.
+    # for permanent (an SSL/TLS error other than a cut-short handshake, see
+    # fedllm.flower_patches.reconnect; an HTTP status it does not retry). It then returns
+    # without stopping its Runtime API thread, which kept this process alive (and healthy to a
+    # health check) but outside the federation for good: a ServerApp waiting for `min-nodes`
+    # waited forever. Exit instead, through Flower's exit path (the handler above stops the
+    # SuperExec and ClientApps, Flower's own the Runtime API), so that the restart policy or
+    # `fedllm up` starts a node that registers again.
     flwr_exit(ExitCode.SUPERNODE_CONNECTION_ERROR, LOST)

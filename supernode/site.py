@@ -10,12 +10,12 @@ from flwr.app import Context
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from fedllm.batches import Encoded, encode_table
-from fedllm.data import is_local
-from fedllm.model import build_model, load_tokenizer, pick_device
+from fedllm.learning.batches import Encoded, encode_table
+from fedllm.learning.data import is_local
+from fedllm.learning.model import build_model, load_tokenizer, pick_device
 from fedllm.settings import NodeSettings, RunSettings, from_flower_config
-from fedllm.threads import default_threads
-from fedllm.token_cache import VERSION, TokenCache, digest, file_digest, tokenizer_digest
+from supernode.threads import default_threads
+from supernode.token_cache import VERSION, TokenCache, digest, file_digest, tokenizer_digest
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -99,7 +99,7 @@ def tokenise(
     run: RunSettings, node: NodeSettings, tokenizer: PreTrainedTokenizerBase
 ) -> dict[str, Encoded]:
     """Read and split the node's data, then tokenise both splits (a cache miss)."""
-    from fedllm.partition import node_data  # datasets and flwr-datasets: only on a miss
+    from fedllm.learning.partition import node_data  # datasets and flwr-datasets: only on a miss
 
     train, val = local_split(node_data(run, node), run.val_fraction, run.seed)
     return {

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedllm.demo import write_demo_assets
+from fedllm.cli.demo import write_demo_assets
 
 # The suite never touches the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

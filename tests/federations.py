@@ -11,9 +11,9 @@ from typing import Any
 
 import psutil
 
-from fedllm import pki
+from fedllm.identity import pki
 from fedllm.orchestration.federation import LocalFederation
-from fedllm.processes import flower_env
+from fedllm.orchestration.processes import flower_env
 from fedllm.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def announced(fed: LocalFederation, node: str, server_round: int, fault: str) ->
 
 
 def programs(processes: list[psutil.Process]) -> list[str]:
-    """What each live process runs: `flower-superexec`, `supernode.prefork`, `nginx`, ..."""
+    """What each live process runs: `flower-superexec`, the prefork server, `nginx`, ..."""
     found = []
     for proc in processes:
         try:
@@ -103,7 +103,7 @@ def programs(processes: list[psutil.Process]) -> list[str]:
             continue
         if words and words[0].startswith("python"):
             words = words[1:]
-        if words and words[0] == "-m":  # python -m supernode.prefork, and its forked apps
+        if words and words[0] == "-m":  # python -m <module>
             words = words[1:]
         found.append(words[0].removesuffix(":") if words else "?")
     return found

@@ -3,8 +3,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedllm.adapter import adapter_state, load_arrays, load_safetensors, save_safetensors, to_arrays
-from fedllm.model import build_model, load_tokenizer, pick_device
+from fedllm.learning.adapter import (
+    adapter_state,
+    load_arrays,
+    load_safetensors,
+    save_safetensors,
+    to_arrays,
+)
+from fedllm.learning.model import build_model, load_tokenizer, pick_device
 from fedllm.settings import RunSettings
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from fedllm.batches import LengthBuckets, PadBatch, batches, encode, pack
-from fedllm.demo import synthetic_reviews, tiny_tokenizer
+from fedllm.cli.demo import synthetic_reviews, tiny_tokenizer
+from fedllm.learning.batches import LengthBuckets, PadBatch, batches, encode, pack
 
 PAD = 0
 

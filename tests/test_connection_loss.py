@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from fedllm import pki
+from fedllm.identity import pki
 from fedllm.orchestration.federation import LocalFederation
-from fedllm.ports import free_port
-from fedllm.processes import flower_env, spawn, stop
+from fedllm.orchestration.ports import free_port
+from fedllm.orchestration.processes import flower_env, spawn, stop
 from tests.federations import descendants, programs, wait_for, wait_gone
 from tests.relay import Relay
 

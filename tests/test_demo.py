@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from fedllm.demo import NEGATIVE, POSITIVE, synthetic_reviews
+from fedllm.cli.demo import NEGATIVE, POSITIVE, synthetic_reviews
 
 
 @pytest.fixture(scope="module")

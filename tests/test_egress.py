@@ -15,8 +15,8 @@ from flwr.app import (
     RecordDict,
 )
 
-from fedllm.egress import METRIC_KEYS, violations
-from fedllm.privacy import BLOCKED
+from fedllm.privacy.dp import BLOCKED
+from fedllm.privacy.egress import METRIC_KEYS, violations
 from supernode.egress_guard import egress_guard
 from supernode.site_policy import SitePolicy
 

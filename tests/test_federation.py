@@ -12,8 +12,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from fedllm.adapter import load_arrays, load_safetensors
-from fedllm.model import build_model, load_base, load_tokenizer, pick_device
+from fedllm.learning.adapter import load_arrays, load_safetensors
+from fedllm.learning.model import build_model, load_base, load_tokenizer, pick_device
 from fedllm.settings import RunSettings
 from tests.cli import fedllm
 

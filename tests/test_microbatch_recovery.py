@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from fedllm.adapter import adapter_state
-from fedllm.batches import Encoded, batches, encode
-from fedllm.demo import synthetic_reviews, write_tiny_gpt2
-from fedllm.model import build_model, load_tokenizer
+from fedllm.cli.demo import synthetic_reviews, write_tiny_gpt2
+from fedllm.learning.adapter import adapter_state
+from fedllm.learning.batches import Encoded, batches, encode
+from fedllm.learning.model import build_model, load_tokenizer
 from fedllm.settings import RunSettings, build
 from fedllm.telemetry.headroom import MemoryState
 from supernode.adaptation import Adaptation

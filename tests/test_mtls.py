@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedllm.ports import free_port
-from fedllm.processes import stop
+from fedllm.orchestration.ports import free_port
+from fedllm.orchestration.processes import stop
 from tests.pki import CERTS, expired, generate, issue, new_key, self_signed, sh
 
 pytestmark = pytest.mark.integration

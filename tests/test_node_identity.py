@@ -28,10 +28,10 @@ from flwr.proto.heartbeat_pb2 import SendNodeHeartbeatRequest  # pylint: disable
 from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
 from google.protobuf.message import Message
 
-from fedllm.operator import Operator
-from fedllm.ports import free_port
-from fedllm.processes import flower_env, spawn, stop
-from superlink.audit import read
+from fedllm.identity.audit import read
+from fedllm.identity.operator import Operator
+from fedllm.orchestration.ports import free_port
+from fedllm.orchestration.processes import flower_env, spawn, stop
 from tests.federations import wait_for
 from tests.fleet import load_key, signed_post
 from tests.pki import generate, issue

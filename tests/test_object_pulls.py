@@ -16,8 +16,7 @@ from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 from flwr.superlink.grid import http_grid
 
-from fedllm import object_pulls
-from supernode import polling
+from fedllm.flower_patches import object_pulls, polling
 
 
 @pytest.fixture(autouse=True)

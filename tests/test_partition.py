@@ -3,9 +3,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedllm.data import read_table
 from fedllm.errors import FedllmError
-from fedllm.partition import node_data, server_holdout
+from fedllm.learning.data import read_table
+from fedllm.learning.partition import node_data, server_holdout
 from fedllm.settings import NodeSettings, RunSettings
 
 

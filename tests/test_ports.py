@@ -3,7 +3,7 @@
 import socket
 from pathlib import Path
 
-from fedllm.ports import ephemeral_range, free_port, is_free
+from fedllm.orchestration.ports import ephemeral_range, free_port, is_free
 
 
 def port_range(tmp_path: Path, text: str) -> Path:

@@ -15,8 +15,8 @@ import pytest
 from rich.console import Console
 from safetensors.torch import load_file
 
-from fedllm.egress import METRIC_KEYS
 from fedllm.orchestration.supervisor import run_job
+from fedllm.privacy.egress import METRIC_KEYS
 from supernode.privacy_ledger import Release, epsilon
 from tests.federations import FAULTY_APP, federation, flwr_log, run_settings
 

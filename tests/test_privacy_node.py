@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fedllm.errors import FedllmError
-from fedllm.privacy import check_privacy
+from fedllm.privacy.dp import check_privacy
 from fedllm.settings import RunSettings
 from supernode.privacy_ledger import PrivacyLedger, Release, epsilon
 from supernode.private_round import Refused, plan_round, spend
@@ -132,8 +132,8 @@ def test_dp_sgd_moves_every_weight_it_trains_and_no_other(
     import pandas as pd
     import torch
 
-    from fedllm.batches import encode
-    from fedllm.model import build_model, load_tokenizer
+    from fedllm.learning.batches import encode
+    from fedllm.learning.model import build_model, load_tokenizer
     from supernode.dp_sgd import DpSgd, is_trained, train_private
 
     model_dir, reviews = demo_assets
@@ -165,8 +165,8 @@ def test_dp_sgd_noise_is_not_replayable_from_the_seed(demo_assets: tuple[Path, P
     import pandas as pd
     import torch
 
-    from fedllm.batches import encode
-    from fedllm.model import build_model, load_tokenizer
+    from fedllm.learning.batches import encode
+    from fedllm.learning.model import build_model, load_tokenizer
     from supernode.dp_sgd import DpSgd, train_private
 
     model_dir, reviews = demo_assets
@@ -184,7 +184,7 @@ def test_dp_sgd_noise_is_not_replayable_from_the_seed(demo_assets: tuple[Path, P
 
 
 def test_site_level_noise_is_stated_and_refused_when_it_swamps_the_aggregate() -> None:
-    from fedllm.privacy import site_noise
+    from fedllm.privacy.dp import site_noise
 
     few = RunSettings(dp="server", dp_noise=1.0, dp_clip=2.0, min_nodes=3)
     with pytest.raises(FedllmError, match=r"norm 182 .* 91x .* dp-noise-check=false"):

@@ -7,8 +7,8 @@ from flwr.serverapp.strategy import (
 )
 
 from fedllm.orchestration.progress import round_line
+from fedllm.orchestration.summary import privacy_spent
 from fedllm.settings import RunSettings
-from fedllm.summary import privacy_spent
 from superlink.strategy import make_strategy
 from superlink.update_guard import UpdateGuard
 

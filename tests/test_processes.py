@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedllm.processes import kill_strays
+from fedllm.orchestration.processes import kill_strays
 
 
 def sleeper(marker: Path) -> subprocess.Popen[bytes]:

@@ -5,8 +5,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 
-from fedllm import round_grid
-from fedllm.round_grid import RoundGrid
+from superlink import round_grid
+from superlink.round_grid import RoundGrid
 from tests.clock import FakeClock
 
 # Messages need the identity of the task that creates them (tests/conftest.py).

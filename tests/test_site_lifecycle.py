@@ -22,11 +22,11 @@ import pytest
 from flwr.proto.fleet_pb2 import PullMessagesRequest  # pylint: disable=E0611
 from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
 
+from fedllm.identity.audit import read
 from fedllm.orchestration.federation import LocalFederation
-from fedllm.ports import free_port
-from fedllm.processes import flower_env, spawn, stop
+from fedllm.orchestration.ports import free_port
+from fedllm.orchestration.processes import flower_env, spawn, stop
 from fedllm.rundir.history import read_history, read_status
-from superlink.audit import read
 from tests.federations import FAULT, FAULTY_APP, federation, run_settings, wait_for
 from tests.fleet import signed_post
 from tests.pki import CERTS, sh

@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from fedllm.errors import FedllmError
-from fedllm.operator import Operator
+from fedllm.identity.operator import Operator
 from fedllm.orchestration.submit import RunEnded, watch_run
 from fedllm.rundir.history import write_status
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from fedllm.orchestration.summary import human_duration, print_summary
 from fedllm.settings import RunSettings
-from fedllm.summary import human_duration, print_summary
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fedllm.ports import free_port
+from fedllm.orchestration.ports import free_port
 from fedllm.telemetry.cgroup import memory_cgroup, pressure_file
 from fedllm.telemetry.memory import read_pressure
 from fedllm.telemetry.prometheus import LocalPrometheus

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fedllm.threads import cpu_quota, default_threads
+from supernode.threads import cpu_quota, default_threads
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

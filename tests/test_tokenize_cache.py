@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-import fedllm.partition
-from fedllm.batches import Encoded, pack
-from fedllm.demo import tiny_tokenizer
+import fedllm.learning.partition
+from fedllm.cli.demo import tiny_tokenizer
+from fedllm.learning.batches import Encoded, pack
 from fedllm.settings import NodeSettings, RunSettings
-from fedllm.token_cache import TokenCache
 from supernode.site import cache_key, open_site
+from supernode.token_cache import TokenCache
 
 
 def splits(seed: int = 0) -> dict[str, Encoded]:
@@ -110,7 +110,7 @@ def test_a_node_reads_and_tokenises_its_data_once(
     def no_reading(*args: object) -> None:
         raise AssertionError("a cache hit must not read the data")
 
-    monkeypatch.setattr(fedllm.partition, "node_data", no_reading)
+    monkeypatch.setattr(fedllm.learning.partition, "node_data", no_reading)
     second = open_site(context)
     assert (first.cache_hit, second.cache_hit) == (False, True)
     assert same(

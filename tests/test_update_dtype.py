@@ -7,10 +7,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from fedllm.errors import FedllmError
-from fedllm.round_grid import RoundGrid
+from fedllm.learning.updates import decode_reply, encode_update, from_wire, to_wire
+from fedllm.rundir.ledger import RoundLedger
 from fedllm.settings import RunSettings, build
-from fedllm.updates import decode_reply, encode_update, from_wire, to_wire
-from superlink.update_guard import RoundLedger, check_update, guarded
+from superlink.round_grid import RoundGrid
+from superlink.update_guard import check_update, guarded
 
 RNG = np.random.default_rng(0)
 GLOBAL = {

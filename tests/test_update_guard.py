@@ -5,9 +5,10 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedMedian
 
+from fedllm.identity import audit
 from fedllm.rundir.history import History
-from superlink import audit
-from superlink.update_guard import RoundLedger, check_update, guarded
+from fedllm.rundir.ledger import RoundLedger
+from superlink.update_guard import check_update, guarded
 
 
 def adapter(value: float) -> ArrayRecord:

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 
 from fedllm.errors import FedllmError
-from fedllm.operator import Operator
-from fedllm.ports import free_port
-from fedllm.processes import flower_env, kill_strays, spawn, stop
+from fedllm.identity.operator import Operator
+from fedllm.orchestration.ports import free_port
+from fedllm.orchestration.processes import flower_env, kill_strays, spawn, stop
 
 FEDLLM = [sys.executable, "-m", "fedllm"]
 

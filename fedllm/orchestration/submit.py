@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from fedllm.errors import FedllmError
-from fedllm.operator import Operator
+from fedllm.identity.operator import Operator
 from fedllm.orchestration.progress import follow
 from fedllm.rundir.checkpoint import completed_rounds, guard_fresh
 from fedllm.rundir.history import read_history, read_status, write_status

@@ -8,15 +8,15 @@ from typing import Any
 
 from rich.console import Console
 
-from fedllm import pki
 from fedllm.errors import Stopped
+from fedllm.identity import pki
 from fedllm.orchestration.federation import LocalFederation
+from fedllm.orchestration.preflight import check_certs, check_run
+from fedllm.orchestration.summary import print_summary
 from fedllm.orchestration.supervisor import run_job
-from fedllm.preflight import check_certs, check_run
 from fedllm.rundir.checkpoint import completed_rounds, guard_fresh, load_last_checkpoint
 from fedllm.rundir.history import write_status
 from fedllm.settings import RunSettings
-from fedllm.summary import print_summary
 from fedllm.telemetry.exporter import check_free
 from fedllm.telemetry.prometheus import local_prometheus, prometheus_binary
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from flwr.app import ArrayRecord
 
-from fedllm.adapter import load_safetensors, save_safetensors
 from fedllm.errors import FedllmError
+from fedllm.learning.adapter import load_safetensors, save_safetensors
 
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.json"

@@ -8,9 +8,9 @@ from typing import Any
 from flwr.app import MetricRecord, RecordDict
 from flwr.common.logger import log
 
+from fedllm.identity.audit import append_from_env
 from fedllm.rundir.checkpoint import read_json, write_json
-from superlink.audit import append_from_env
-from superlink.update_guard import RoundLedger
+from fedllm.rundir.ledger import RoundLedger
 
 HISTORY_FILE = "history.json"
 STATUS_FILE = "status.json"

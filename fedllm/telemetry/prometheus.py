@@ -14,7 +14,7 @@ import httpx
 from rich.console import Console
 
 from fedllm.errors import FedllmError
-from fedllm.processes import spawn, stop
+from fedllm.orchestration.processes import spawn, stop
 
 RULES = Path(__file__).resolve().parents[2] / "docker" / "prometheus" / "alerts.yml"
 

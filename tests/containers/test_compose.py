@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedllm.demo import synthetic_reviews
-from fedllm.ports import free_port
+from fedllm.cli.demo import synthetic_reviews
+from fedllm.orchestration.ports import free_port
 
 pytestmark = pytest.mark.containers
 

@@ -11,7 +11,7 @@ import click
 import pytest
 import typer
 
-from fedllm.cli import app
+from fedllm.cli.main import app
 
 from .project import Obj
 

@@ -87,12 +87,12 @@ def container_port(spec: str | int | Obj) -> int | None:
 
 
 def health_ports(test: list[str] | str) -> set[int] | None:
-    """Ports a health check probes: `fedllm.health PORT...`, or HOST:PORT on loopback."""
+    """Ports a health check probes: `fedllm.telemetry.health PORT...`, or HOST:PORT on loopback."""
     words = words_of(test)
     if not words or words[0] == "NONE":
         return None
-    if "fedllm.health" in words:
-        return {int(word) for word in words[words.index("fedllm.health") + 1 :]}
+    if "fedllm.telemetry.health" in words:
+        return {int(word) for word in words[words.index("fedllm.telemetry.health") + 1 :]}
     return {int(p) for p in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", " ".join(words))}
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from fedllm.data import hub_hint, is_local, load_hub_split, read_table
 from fedllm.errors import FedllmError
+from fedllm.learning.data import hub_hint, is_local, load_hub_split, read_table
 from fedllm.settings import RunSettings
 
 MIN_ROWS_PER_NODE = 4

@@ -9,7 +9,7 @@ else (text, token ids, an extra array, a config record) does not belong in a rep
 
 from flwr.app import Message
 
-from fedllm.updates import PREFIX, UPDATE_DTYPES, WEIGHTS
+from fedllm.learning.updates import PREFIX, UPDATE_DTYPES, WEIGHTS
 
 UPDATE_RECORDS = {WEIGHTS} | {PREFIX + dtype for dtype in UPDATE_DTYPES if dtype != "float32"}
 # What fedllm's ClientApp reports: timings, throughput, memory, losses, privacy spent.

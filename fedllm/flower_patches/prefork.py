@@ -142,7 +142,7 @@ def serve(socket_path: Path, preload: tuple[str, ...] = PRELOAD, entry: str = EN
     for module in preload:
         importlib.import_module(module)
     if entry == ENTRY:  # a forked ClientApp asks for its message's objects early
-        from fedllm.object_pulls import prompt_clientapp_pulls
+        from fedllm.flower_patches.object_pulls import prompt_clientapp_pulls
 
         prompt_clientapp_pulls()
     listener.settimeout(1.0)
@@ -176,7 +176,7 @@ def start() -> subprocess.Popen[bytes] | None:
     Flower's plain `flwr-clientapp`, and so does a host where the server cannot be set up
     (no writable temporary directory, no `flwr-clientapp` to fall back to).
     """
-    from fedllm.processes import flower_bin
+    from fedllm.orchestration.processes import flower_bin
 
     if os.environ.get("FEDLLM_PREFORK", "1") == "0":
         return None

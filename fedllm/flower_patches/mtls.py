@@ -3,7 +3,7 @@
 Flower 1.42 builds every HTTP client in `ProtobufClient.__init__` and has no option for a
 client certificate. This module wraps that one constructor, in the process that calls
 `present_client_certificate`, so HTTPS clients verify the server *and* present our
-certificate. It is version-guarded: tests fail loudly when the pinned Flower changes it.
+certificate. It checks the constructor's parameters before wrapping it.
 """
 
 import inspect
@@ -13,21 +13,17 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-import flwr
 from flwr.supercore.protobuf.client import ProtobufClient
 
-SUPPORTED_FLOWER = "1.42."
+from fedllm.flower_patches import require
+
 EXPECTED_PARAMETERS = ("self", "base_url", "interceptors", "verify", "timeout", "retry_invoker")
 
 
 def check_flower_version() -> None:
     """Refuse to patch a Flower whose client constructor we have not checked."""
     parameters = tuple(inspect.signature(ProtobufClient.__init__).parameters)
-    if not flwr.__version__.startswith(SUPPORTED_FLOWER) or parameters != EXPECTED_PARAMETERS:
-        raise RuntimeError(
-            f"fedllm.mtls supports flwr {SUPPORTED_FLOWER}x with ProtobufClient{parameters}; "
-            f"found flwr {flwr.__version__}: re-check flwr/supercore/protobuf/client.py"
-        )
+    require("mtls", parameters == EXPECTED_PARAMETERS, f"ProtobufClient{parameters}")
 
 
 def client_context(verify: ssl.SSLContext | bool | str, cert: Path, key: Path) -> ssl.SSLContext:

@@ -27,9 +27,9 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.supercore.control import ControlHttpClient
 from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
-from fedllm.certcheck import check_issued, read_certificate
 from fedllm.errors import FedllmError
-from fedllm.node_key import public_key_pem
+from fedllm.identity.certcheck import check_issued, read_certificate
+from fedllm.identity.node_key import public_key_pem
 
 # A name that is safe in the gateway's nginx map and in file names.
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

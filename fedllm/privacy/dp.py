@@ -14,6 +14,8 @@ ACCOUNTED_STRATEGIES = ("fedavg",)
 # Error codes of replies a site sends instead of an update (Flower's own codes are below 100).
 REFUSED = 4031  # the site's policy or privacy budget does not allow training for this run
 BLOCKED = 4030  # the reply would have carried more than the site lets leave
+# Site-level DP weighs every site the same: each reply carries this metric set to 1.
+SITE_WEIGHT = "site-weight"
 
 
 def check_privacy(run: RunSettings) -> None:

@@ -1,6 +1,6 @@
 """`fedllm node register|unregister|list`: the operator manages which sites may join.
 
-Imports are lazy, like fedllm.cli's: `fedllm --help` does not load Flower.
+Imports are lazy, like fedllm.cli.main's: `fedllm --help` does not load Flower.
 """
 
 from pathlib import Path
@@ -19,8 +19,8 @@ SiteCert = Annotated[Path, typer.Argument(help="The site's certificate, SITE.crt
 
 def operator_link(certs: Path) -> Path:
     """Check the operator certificate and present it from now on; the CA's path."""
-    from fedllm.certcheck import check_certificate
-    from fedllm.mtls import present_client_certificate
+    from fedllm.flower_patches.mtls import present_client_certificate
+    from fedllm.identity.certcheck import check_certificate
 
     cert, key, ca = certs / "operator.crt", certs / "operator.key", certs / "ca.crt"
     check_certificate(cert, key, ca, "client")
@@ -31,7 +31,7 @@ def operator_link(certs: Path) -> Path:
 @app.command("register")
 def register_command(certificate: SiteCert, certs: Certs, superlink: Superlink) -> None:
     """Register the site's certificate key, under its CN, as the only key it may join with."""
-    from fedllm.node_registry import certified_site, control_client, register
+    from fedllm.identity.node_registry import certified_site, control_client, register
 
     site = certified_site(certificate, certs / "ca.crt")
     with control_client(superlink, operator_link(certs)) as client:
@@ -43,7 +43,7 @@ def register_command(certificate: SiteCert, certs: Certs, superlink: Superlink) 
 @app.command("unregister")
 def unregister_command(certificate: SiteCert, certs: Certs, superlink: Superlink) -> None:
     """Unregister the node holding the site's key (also for a revoked or expired certificate)."""
-    from fedllm.node_registry import control_client, listed_site, unregister
+    from fedllm.identity.node_registry import control_client, listed_site, unregister
 
     site = listed_site(certificate)
     with control_client(superlink, operator_link(certs)) as client:
@@ -54,8 +54,8 @@ def unregister_command(certificate: SiteCert, certs: Certs, superlink: Superlink
 @app.command("list")
 def list_command(certs: Certs, superlink: Superlink) -> None:
     """Registered nodes: id, site name, status, key."""
-    from fedllm.node_key import header_value
-    from fedllm.node_registry import control_client, registered
+    from fedllm.identity.node_key import header_value
+    from fedllm.identity.node_registry import control_client, registered
 
     with control_client(superlink, operator_link(certs)) as client:
         nodes = registered(client)

@@ -4,8 +4,8 @@ from datasets import Dataset
 from flwr_datasets import FederatedDataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
-from fedllm.data import hub_hint, is_local, read_table, split_holdout
 from fedllm.errors import FedllmError
+from fedllm.learning.data import hub_hint, is_local, read_table, split_holdout
 from fedllm.settings import NodeSettings, RunSettings
 
 
@@ -49,7 +49,7 @@ def server_holdout(run: RunSettings) -> Dataset:
     if is_local(run.dataset):
         _, held_out = split_holdout(read_table(run.dataset), run.eval_fraction, run.seed)
     else:
-        from fedllm.data import load_hub_split
+        from fedllm.learning.data import load_hub_split
 
         held_out = load_hub_split(run.dataset, "test")
     if len(held_out) > run.eval_max:

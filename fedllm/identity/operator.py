@@ -13,7 +13,7 @@ from typing import Any
 import tomli_w
 
 from fedllm.errors import FedllmError
-from fedllm.processes import flower_env
+from fedllm.orchestration.processes import flower_env
 
 FEDLLM = [sys.executable, "-m", "fedllm"]
 

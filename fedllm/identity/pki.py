@@ -9,7 +9,7 @@ from fedllm.errors import FedllmError
 def tool_dir() -> Path:
     """`certs/` in a source checkout, or its copy inside an installed wheel."""
     package = Path(__file__).resolve().parent
-    for candidate in (package / "pki", package.parent / "certs"):
+    for candidate in (package / "certs", package.parents[1] / "certs"):
         if (candidate / "generate.sh").is_file():
             return candidate
     raise FedllmError("certs/generate.sh not found: reinstall fedllm")

@@ -9,12 +9,11 @@ For `burst` seconds after the node last handled a message, empty pulls are `BURS
 apart instead: a federation's next message (evaluate after train, the next round) usually
 follows within seconds, and a round waits for the last node to see it. A node that now pulls
 a message while the ServerApp is still pushing its objects retries them after 0.05 s, not
-Flower's 1 s (`fedllm.object_pulls`).
+Flower's 1 s (`fedllm.flower_patches.object_pulls`).
 Cost: an idle node makes 1/idle requests per second to the SuperLink instead of 1/3, and
 1/`BURST_PACE` for `burst` seconds after each message; `FEDLLM_NODE_POLL_SECONDS` sets
 `idle` (3 restores Flower's pace, e.g. for many sites), `FEDLLM_NODE_BURST_SECONDS` sets
-`burst` (0: none). It is version-guarded like `fedllm.mtls`: a Flower whose loop changed is
-refused, not patched.
+`burst` (0: none). A Flower whose loop changed is refused, not patched.
 """
 
 import inspect
@@ -24,13 +23,12 @@ import time
 from types import ModuleType
 from typing import Any
 
-import flwr
 import flwr.supernode.start_client_internal as loop
 
 from fedllm.errors import FedllmError
-from fedllm.object_pulls import prompt_pulls
+from fedllm.flower_patches import require
+from fedllm.flower_patches.object_pulls import prompt_pulls
 
-SUPPORTED_FLOWER = "1.42."
 FLOWER_IDLE, FLOWER_LOCAL = 3, 0.5  # the sleeps in Flower's loop, as written in its source
 IDLE, LOCAL = 1.0, 0.05
 BURST, BURST_PACE = 10.0, 0.1
@@ -62,11 +60,7 @@ def check_flower() -> None:
     """Refuse a Flower whose SuperNode loop we have not read."""
     source = inspect.getsource(loop)
     expected = (f"time.sleep({FLOWER_IDLE})", f"time.sleep({FLOWER_LOCAL})")
-    if not flwr.__version__.startswith(SUPPORTED_FLOWER) or not all(s in source for s in expected):
-        raise RuntimeError(
-            f"supernode.polling supports flwr {SUPPORTED_FLOWER}x; found flwr {flwr.__version__}:"
-            " re-check the sleeps in flwr/supernode/start_client_internal.py"
-        )
+    require("polling", all(s in source for s in expected), "the sleeps")
 
 
 def env_seconds(name: str, default: float, zero: bool = False) -> float:

@@ -6,7 +6,7 @@ handshake that ends in an EOF is not that: it is what a published container port
 proxy), a load balancer or an ingress answers while the SuperLink behind it restarts. Given
 up on, the node leaves the federation (`fedllm supernode` then exits for a restart). This
 wraps the retry policy of the SuperNode's Fleet connection so that such an EOF is retried;
-every other error is judged by Flower's own policy. Version-guarded like `fedllm.mtls`.
+every other error is judged by Flower's own policy.
 
 A node key the gateway does not accept for this certificate (unregistered, or another site's)
 is final: Flower would take that 403 for a stopped run and hang; giving up makes the node exit.
@@ -15,12 +15,12 @@ is final: Flower would take that 403 for a stopped run and hang; giving up makes
 import ssl
 from collections.abc import Callable
 
-import flwr
 import flwr.supernode.fleet_http_connection as fleet
 import httpx
 from flwr.supercore.retry import RetryInvoker, make_simple_http_retry_invoker
 
-SUPPORTED_FLOWER = "1.42."
+from fedllm.flower_patches import require
+
 # The peer closed the connection during the handshake: an EOF against the protocol
 # (OpenSSL 3) or a TLS close before any data (older builds, e.g. Debian bookworm's Python).
 CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
@@ -58,13 +58,8 @@ def patient(make: Callable[[], RetryInvoker] = make_simple_http_retry_invoker) -
 
 def check_flower() -> None:
     """Refuse a Flower whose SuperNode connection we have not read."""
-    if not flwr.__version__.startswith(SUPPORTED_FLOWER) or not hasattr(
-        fleet, "make_simple_http_retry_invoker"
-    ):
-        raise RuntimeError(
-            f"supernode.reconnect supports flwr {SUPPORTED_FLOWER}x; found flwr"
-            f" {flwr.__version__}: re-check flwr/supernode/fleet_http_connection.py"
-        )
+    fits = hasattr(fleet, "make_simple_http_retry_invoker")
+    require("reconnect", fits, "how the Fleet connection makes its retry policy")
 
 
 def retry_cut_handshakes() -> None:

@@ -4,8 +4,8 @@ Flower's own `send_and_receive` looks for replies every 3 s, so a round ends up 
 its last node replied; this one looks every `POLL_SECONDS`. For the round's history it records,
 per phase, the time from sending to the last reply (and to aggregation, when marked), and per
 node the payload bytes each way and the timings the node reported. Replies carrying a 16-bit
-update delta (`fedllm.updates`) are turned back into float32 weights before the strategy sees
-them, after their bytes were counted.
+update delta (`fedllm.learning.updates`) are turned back into float32 weights before the
+strategy sees them, after their bytes were counted.
 
 Nodes are named by their site: the name the operator registered the node's key under (the
 certificate CN, `fedllm node register`), which Flower's registry returns with the node list and
@@ -23,9 +23,9 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedllm.egress import METRIC_KEYS, contents, violations
+from fedllm.learning.updates import WEIGHTS, decode_reply
+from fedllm.privacy.egress import METRIC_KEYS, contents, violations
 from fedllm.telemetry.grid import payload_bytes, phase, record_exchange
-from fedllm.updates import WEIGHTS, decode_reply
 
 POLL_SECONDS = 0.2
 # Reply metrics copied per node into the history (timings and memory the node measured).

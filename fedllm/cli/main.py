@@ -14,9 +14,9 @@ import click
 import typer
 from rich.console import Console
 
+from fedllm.cli.node import app as node_app
 from fedllm.errors import FedllmError, Stopped, Terminated, raise_terminated
-from fedllm.node_cli import app as node_app
-from fedllm.privacy import check_privacy
+from fedllm.privacy.dp import check_privacy
 from fedllm.settings import RunSettings, build
 
 app = typer.Typer(
@@ -131,11 +131,11 @@ def submit_command(
     ] = None,
 ) -> None:
     """Submit a run to a SuperLink, follow it, and resubmit it if the SuperLink restarts."""
-    from fedllm.certcheck import check_certificate
-    from fedllm.operator import Operator
+    from fedllm.identity.certcheck import check_certificate
+    from fedllm.identity.operator import Operator
     from fedllm.orchestration.submit import run_remote_job
+    from fedllm.orchestration.summary import print_summary
     from fedllm.orchestration.up import APP_DIR
-    from fedllm.summary import print_summary
 
     signal.signal(signal.SIGTERM, raise_terminated)
     given = {"num_server_rounds": rounds, "model": model, "dataset": dataset,
@@ -155,7 +155,7 @@ def pki_command(
     nodes: Annotated[list[str], typer.Argument(help="SuperNode names that need a certificate.")],
 ) -> None:
     """Create the federation's PKI, or issue certificates for nodes that have none yet."""
-    from fedllm.pki import ensure
+    from fedllm.identity.pki import ensure
 
     for line in ensure(target, nodes):
         console.print(line)
@@ -214,8 +214,8 @@ def flwr_command(
     certs: Annotated[Path, typer.Option(help="Directory with ca.crt, operator.crt/.key.")],
 ) -> None:
     """Flower's `flwr` CLI (run, ls, stop, supernode ...) presenting the operator certificate."""
-    from fedllm.certcheck import check_certificate
-    from fedllm.mtls import present_client_certificate
+    from fedllm.flower_patches.mtls import present_client_certificate
+    from fedllm.identity.certcheck import check_certificate
 
     cert, key = certs / "operator.crt", certs / "operator.key"
     check_certificate(cert, key, certs / "ca.crt", "client")
@@ -236,8 +236,8 @@ def audit_command(
     """Print the SuperLink's audit log (state/audit.jsonl) as a table."""
     import datetime as dt
 
-    from superlink.audit import AUDIT_FILE, read
-    from superlink.audit_view import selected, table
+    from fedllm.cli.audit import selected, table
+    from fedllm.identity.audit import AUDIT_FILE, read
 
     path = state / AUDIT_FILE
     if not path.is_file():
@@ -263,8 +263,8 @@ def predict_command(
     ] = OutputFormat.table,
 ) -> None:
     """Print the label and its probability for each review (blank lines: no label)."""
-    from fedllm.predict import predict, read_reviews
-    from fedllm.predictions import write_predictions
+    from fedllm.learning.predict import predict, read_reviews
+    from fedllm.learning.predictions import write_predictions
 
     if texts and file is not None:
         raise FedllmError("give reviews as arguments or with --file, not both")
@@ -280,7 +280,7 @@ def demo_assets_command(
     reviews: Annotated[int, typer.Option(min=8, help="Synthetic reviews to write.")] = 4000,
 ) -> None:
     """Write a tiny GPT-2 (model/) and synthetic reviews (reviews.parquet) for offline runs."""
-    from fedllm.demo import write_demo_assets
+    from fedllm.cli.demo import write_demo_assets
 
     model_dir, data_file = write_demo_assets(target, reviews)
     console.print(f"model: {model_dir}\ndataset: {data_file}")
@@ -299,7 +299,7 @@ def quiet_libraries() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1 or 2."""
-    from fedllm.processes import QUIET_FLOWER
+    from fedllm.orchestration.processes import QUIET_FLOWER
 
     os.environ.update(QUIET_FLOWER)
     # Flower starts its helpers (flower-superexec, flwr-clientapp) by name: find ours first.

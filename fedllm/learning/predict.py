@@ -8,7 +8,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from fedllm.errors import FedllmError
-from fedllm.model import load_base, load_tokenizer
+from fedllm.learning.model import load_base, load_tokenizer
 
 LABELS = ("negative", "positive")
 

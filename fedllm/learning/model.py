@@ -10,8 +10,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from fedllm.data import hub_hint
 from fedllm.errors import FedllmError
+from fedllm.learning.data import hub_hint
 from fedllm.settings import RunSettings
 
 NUM_LABELS = 2

@@ -1,7 +1,7 @@
 """Container health check: every given local TCP port accepts connections.
 
-`python -m fedllm.health 9443 9101` imports only the standard library, so a check every few
-seconds costs next to nothing beside a training SuperNode.
+`python -m fedllm.telemetry.health 9443 9101` imports only the standard library, so a check
+every few seconds costs next to nothing beside a training SuperNode.
 """
 
 import socket
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     try:
         ports = [int(arg) for arg in argv]
     except ValueError:
-        print(f"usage: python -m fedllm.health PORT... (got {argv})", file=sys.stderr)
+        print(f"usage: python -m fedllm.telemetry.health PORT... (got {argv})", file=sys.stderr)
         return 2
     closed = unreachable(ports)
     if closed:

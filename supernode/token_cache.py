@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from fedllm.batches import Encoded
+from fedllm.learning.batches import Encoded
 
 VERSION = 1  # bump when the stored layout or the tokenisation code changes
 KEEP = 8  # entries kept per cache directory, least recently used dropped first
