@@ -42,50 +42,120 @@ class RunSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FEDLLM_", env_file=".env", extra="ignore")
 
-    model: str = "gpt2"
-    dataset: str = "stanfordnlp/imdb"
-    strategy: Strategy = "fedavg"
-    num_server_rounds: int = Field(3, ge=1)
-    fraction_train: float = Field(1.0, gt=0, le=1)
-    fraction_evaluate: float = Field(1.0, ge=0, le=1)
-    min_nodes: int = Field(2, ge=1)
-    round_timeout: float = Field(3600.0, gt=0)
-    local_epochs: float = Field(1.0, ge=0)
-    local_steps: int = Field(0, ge=0)
-    lr: float = Field(1.5e-3, gt=0)
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(256, ge=8)
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_targets: str = ""
-    quantization: Literal["none", "4bit", "8bit"] = "none"
-    partitioner: Literal["iid", "dirichlet"] = "iid"
-    dirichlet_alpha: float = Field(0.5, gt=0)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    eval_max: int = Field(1000, ge=1)
-    proximal_mu: float = Field(0.01, ge=0)
-    server_lr: float = Field(0.0, ge=0)
-    server_momentum: float = Field(0.9, ge=0, lt=1)
-    trim_beta: float = Field(0.2, gt=0, lt=0.5)
-    num_malicious: int = Field(0, ge=0)
-    max_update_norm: float = Field(0.0, ge=0)
-    update_dtype: UpdateDtype = "float32"
-    dp: DpMode = "none"
-    dp_epsilon: float = Field(0.0, ge=0)
-    dp_delta: float = Field(0.0, ge=0, lt=1)
-    dp_noise: float = Field(0.0, ge=0)
-    dp_clip: float = Field(1.0, gt=0)
-    dp_params: DpParams = "head"
-    dp_batch_size: int = Field(256, ge=1)
-    dp_lr: float = Field(4.0, gt=0)
-    dp_epochs: float = Field(4.0, gt=0)
-    dp_noise_check: bool = True
-    keep_checkpoints: int = Field(3, ge=0)
-    seed: int = 42
-    run_dir: str = "runs/latest"
-    resume: bool = False
+    model: str = Field(
+        "gpt2",
+        description="Hub id or local directory of a model with a sequence-classification head.",
+    )
+    dataset: str = Field(
+        "stanfordnlp/imdb",
+        description="Hub id, or a local parquet/csv/jsonl file with `text` and `label` columns.",
+    )
+    strategy: Strategy = Field(
+        "fedavg", description="Aggregation strategy (Flower's `flwr.serverapp.strategy`)."
+    )
+    num_server_rounds: int = Field(3, ge=1, description="Federated rounds.")
+    fraction_train: float = Field(
+        1.0, gt=0, le=1, description="Share of connected nodes sampled to train each round."
+    )
+    fraction_evaluate: float = Field(
+        1.0, ge=0, le=1, description="Share of connected nodes sampled to evaluate each round."
+    )
+    min_nodes: int = Field(2, ge=1, description="Nodes connected before a round starts.")
+    round_timeout: float = Field(3600.0, gt=0, description="Seconds a round waits for replies.")
+    local_epochs: float = Field(
+        1.0, ge=0, description="Passes over a node's records per round (unless local-steps)."
+    )
+    local_steps: int = Field(
+        0, ge=0, description="Optimizer steps per round; > 0 wins over local-epochs."
+    )
+    lr: float = Field(
+        1.5e-3,
+        gt=0,
+        description="A node's AdamW learning rate (FedAvg needs ~3x the centralized one).",
+    )
+    batch_size: int = Field(16, ge=1, description="Reviews per optimizer step.")
+    max_length: int = Field(256, ge=8, description="Tokens kept per review.")
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on LoRA's input.")
+    lora_targets: str = Field(
+        "",
+        description="Comma list of modules LoRA wraps; empty: peft's usual ones for the model.",
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="bitsandbytes base weights, CUDA hosts only."
+    )
+    partitioner: Literal["iid", "dirichlet"] = Field(
+        "iid", description="How the dataset is split across nodes (flwr-datasets)."
+    )
+    dirichlet_alpha: float = Field(
+        0.5, gt=0, description="Label skew of the dirichlet split (smaller: more skewed)."
+    )
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of a node's records kept for its own evaluation."
+    )
+    eval_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of a local dataset held out for server evaluation."
+    )
+    eval_max: int = Field(1000, ge=1, description="Most reviews the server evaluates on.")
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx's proximal term weight.")
+    server_lr: float = Field(
+        0.0,
+        ge=0,
+        description="Server learning rate (FedAdam/FedYogi/FedAdagrad/FedAvgM); 0: Flower's.",
+    )
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM's momentum.")
+    trim_beta: float = Field(
+        0.2, gt=0, lt=0.5, description="FedTrimmedAvg: share cut from each end."
+    )
+    num_malicious: int = Field(0, ge=0, description="Krum/Bulyan: malicious nodes to tolerate.")
+    max_update_norm: float = Field(
+        0.0,
+        ge=0,
+        description="Reject an update farther than this (L2) from the global adapter; 0: none.",
+    )
+    update_dtype: UpdateDtype = Field(
+        "float32", description="Dtype of node updates on the wire (16-bit: a delta, half size)."
+    )
+    dp: DpMode = Field(
+        "none",
+        description="Differential privacy: sgd (record-level, each site), server or client "
+        "(site-level noise added by the server or the nodes).",
+    )
+    dp_epsilon: float = Field(
+        0.0, ge=0, description="ε budget for the whole run (sgd: per site); 0: none."
+    )
+    dp_delta: float = Field(
+        0.0, ge=0, lt=1, description="δ; 0: 1/(10·records) per site (sgd), 1/(10·sites)."
+    )
+    dp_noise: float = Field(
+        0.0,
+        ge=0,
+        description="Noise multiplier (sgd: overrides the budget's; server/client: required).",
+    )
+    dp_clip: float = Field(
+        1.0, gt=0, description="Clipping norm: per example (sgd), per site update otherwise."
+    )
+    dp_params: DpParams = Field(
+        "head", description="What DP-SGD trains: the head, LoRA's B and the head, or all LoRA."
+    )
+    dp_batch_size: int = Field(
+        256, ge=1, description="DP-SGD's logical (Poisson) batch, run in micro-batches."
+    )
+    dp_lr: float = Field(4.0, gt=0, description="DP-SGD's SGD-with-momentum learning rate.")
+    dp_epochs: float = Field(
+        4.0, gt=0, description="DP-SGD's passes over a site's records per round."
+    )
+    dp_noise_check: bool = Field(
+        True,
+        description="server/client: refuse a run whose noise outweighs the largest aggregate.",
+    )
+    keep_checkpoints: int = Field(
+        3, ge=0, description="Newest checkpoints kept (the best always is); 0: all."
+    )
+    seed: int = Field(42, description="Seed for model initialisation, sampling and splits.")
+    run_dir: str = Field("runs/latest", description="Where the run writes its results.")
+    resume: bool = Field(False, description="Continue the run in run-dir from its checkpoint.")
 
     def to_run_config(self) -> dict[str, str | int | float | bool]:
         """Flower run-config form: dashed keys, scalar values."""
@@ -97,24 +167,46 @@ class NodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FEDLLM_NODE_", env_file=".env", extra="ignore")
 
-    partition_id: int = Field(0, ge=0)
-    num_partitions: int = Field(1, ge=1)
-    data_path: Path | None = None
-    threads: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    quantization: Literal["", "none", "4bit", "8bit"] = ""
-    cache_dir: Path | None = None
-    # The site's own privacy policy (supernode.site_policy), its privacy ledger, and a log
-    # of what each reply carried out of the site (supernode.egress_guard).
-    privacy_policy: Path | None = None
-    privacy_ledger: Path | None = None
-    egress_log: Path | None = None
-    # Micro-batches fitted to free memory and adapted to out-of-memory and pressure
-    # (supernode.microbatch, supernode.adaptation); the effective batch stays `batch-size`.
-    adapt_memory: bool = True
-    memory_margin: float = Field(0.2, ge=0, lt=1)
-    memory_pressure: float = Field(0.1, gt=0, le=1)
-    memory_calm_steps: int = Field(8, ge=1)
+    partition_id: int = Field(0, ge=0, description="This node's partition of the dataset.")
+    num_partitions: int = Field(1, ge=1, description="Partitions the dataset is split into.")
+    data_path: Path | None = Field(
+        None, description="The site's own data file (overrides partitioning)."
+    )
+    threads: int = Field(
+        0, ge=0, description="torch threads; 0: the node's CPUs (affinity, cgroup quota)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where training runs; auto: CUDA when visible."
+    )
+    quantization: Literal["", "none", "4bit", "8bit"] = Field(
+        "", description="A CUDA site's base-weight quantization; empty: the run's."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Tokenized reviews' cache; none: fedllm-cache in the Flower home."
+    )
+    privacy_policy: Path | None = Field(
+        None, description="The site's privacy policy file (TOML); none: no restriction."
+    )
+    privacy_ledger: Path | None = Field(
+        None, description="Where the site records the ε its runs spent."
+    )
+    egress_log: Path | None = Field(
+        None, description="Log of what each reply carried out of the site."
+    )
+    adapt_memory: bool = Field(
+        True,
+        description="Fit micro-batches to free memory and adapt to pressure (same effective "
+        "batch).",
+    )
+    memory_margin: float = Field(
+        0.2, ge=0, lt=1, description="Share of free memory left unused when sizing batches."
+    )
+    memory_pressure: float = Field(
+        0.1, gt=0, le=1, description="PSI pressure (some avg10) that halves the micro-batch."
+    )
+    memory_calm_steps: int = Field(
+        8, ge=1, description="Calm steps before a halved micro-batch grows again."
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

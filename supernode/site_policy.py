@@ -36,13 +36,23 @@ class SitePolicy(BaseModel):
         alias_generator=lambda name: name.replace("_", "-"),
     )
 
-    require_dp: bool = False
-    max_epsilon: float | None = Field(default=None, gt=0)
-    max_delta: float | None = Field(default=None, gt=0, lt=1)
-    min_noise_multiplier: float | None = Field(default=None, ge=0)
-    max_clip_norm: float | None = Field(default=None, gt=0)
-    update_dtypes: tuple[UpdateDtype, ...] | None = None
-    metrics: tuple[str, ...] | None = None
+    require_dp: bool = Field(default=False, description="Only DP-SGD training (dp = sgd).")
+    max_epsilon: float | None = Field(
+        default=None, gt=0, description="Most ε this site's records spend, all runs together."
+    )
+    max_delta: float | None = Field(default=None, gt=0, lt=1, description="Largest δ accepted.")
+    min_noise_multiplier: float | None = Field(
+        default=None, ge=0, description="Smallest DP-SGD noise multiplier accepted."
+    )
+    max_clip_norm: float | None = Field(
+        default=None, gt=0, description="Largest DP-SGD clipping norm accepted."
+    )
+    update_dtypes: tuple[UpdateDtype, ...] | None = Field(
+        default=None, description="Update dtypes that may leave the site."
+    )
+    metrics: tuple[str, ...] | None = Field(
+        default=None, description="Scalar reply metrics that may leave (num-examples always)."
+    )
 
 
 def load_policy(path: Path | None) -> SitePolicy:

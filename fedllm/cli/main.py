@@ -286,6 +286,14 @@ def demo_assets_command(
     console.print(f"model: {model_dir}\ndataset: {data_file}")
 
 
+@app.command("config-reference")
+def config_reference_command() -> None:
+    """Print every setting (key, environment variable, type, default, limits) as Markdown."""
+    from fedllm.cli.config import reference
+
+    print(reference())
+
+
 def quiet_libraries() -> None:
     """Keep hub retry chatter and load reports off the terminal; errors still surface."""
     from huggingface_hub.utils import logging as hub_logging
