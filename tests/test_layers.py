@@ -2,7 +2,7 @@
 
 `fedllm/` is shared by both roles and imports neither, except `fedllm.cli`, the command line
 that starts them. `superlink/` and `supernode/` never import each other. Flower's version is
-checked in one place, `fedllm.flower_patches`.
+checked in one place, `fedllm.flower_internals`.
 """
 
 import ast
@@ -61,4 +61,4 @@ def test_flower_version_is_checked_in_one_place() -> None:
         for path in (ROOT / package).rglob("*.py")
         if "flwr.__version__" in path.read_text()
     ]
-    assert checking == ["fedllm/flower_patches/__init__.py"]
+    assert checking == ["fedllm/flower_internals/__init__.py"]

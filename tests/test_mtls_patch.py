@@ -7,7 +7,7 @@ import flwr
 import pytest
 from flwr.supercore.protobuf.client import ProtobufClient
 
-from fedllm.flower_patches import mtls
+from fedllm.flower_internals import mtls
 from tests.pki import generate
 
 

@@ -16,7 +16,7 @@ from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 from flwr.superlink.grid import http_grid
 
-from fedllm.flower_patches import object_pulls, polling
+from fedllm.flower_internals import object_pulls, polling
 
 
 @pytest.fixture(autouse=True)

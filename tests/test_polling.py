@@ -7,7 +7,7 @@ import flwr.supernode.start_client_internal as loop
 import pytest
 
 from fedllm.errors import FedllmError
-from fedllm.flower_patches import polling
+from fedllm.flower_internals import polling
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedllm.flower_patches.prefork import start, write_launcher
+from fedllm.flower_internals.prefork import start, write_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = """
@@ -56,7 +56,7 @@ def launch(launcher: Path, out: Path, cwd: Path) -> None:
 def test_a_request_is_forked_from_the_server(setup: tuple[Path, Path], tmp_path: Path) -> None:
     launcher, socket_path = setup
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    command = [sys.executable, "-P", str(ROOT / "fedllm/flower_patches/prefork.py"), "--socket",
+    command = [sys.executable, "-P", str(ROOT / "fedllm/flower_internals/prefork.py"), "--socket",
                str(socket_path), "--preload", "json", "--entry", "target:main"]  # fmt: skip
     server = subprocess.Popen(command, env=env, cwd=ROOT)
     try:

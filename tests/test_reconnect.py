@@ -10,7 +10,7 @@ import httpx
 import pytest
 from flwr.supercore.retry import make_simple_http_retry_invoker
 
-from fedllm.flower_patches import reconnect
+from fedllm.flower_internals import reconnect
 from tests.relay import Relay
 
 

@@ -214,7 +214,7 @@ def flwr_command(
     certs: Annotated[Path, typer.Option(help="Directory with ca.crt, operator.crt/.key.")],
 ) -> None:
     """Flower's `flwr` CLI (run, ls, stop, supernode ...) presenting the operator certificate."""
-    from fedllm.flower_patches.mtls import present_client_certificate
+    from fedllm.flower_internals.mtls import present_client_certificate
     from fedllm.identity.certcheck import check_certificate
 
     cert, key = certs / "operator.crt", certs / "operator.key"

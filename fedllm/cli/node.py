@@ -19,7 +19,7 @@ SiteCert = Annotated[Path, typer.Argument(help="The site's certificate, SITE.crt
 
 def operator_link(certs: Path) -> Path:
     """Check the operator certificate and present it from now on; the CA's path."""
-    from fedllm.flower_patches.mtls import present_client_certificate
+    from fedllm.flower_internals.mtls import present_client_certificate
     from fedllm.identity.certcheck import check_certificate
 
     cert, key, ca = certs / "operator.crt", certs / "operator.key", certs / "ca.crt"

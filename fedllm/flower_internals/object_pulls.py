@@ -20,7 +20,7 @@ from types import ModuleType
 
 from flwr.supercore.inflatable import inflatable_utils
 
-from fedllm.flower_patches import require
+from fedllm.flower_internals import require
 
 BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 2.0}
 FLOWER_BACKOFF = {"initial_backoff": 1, "backoff_cap": 10}  # as written in Flower 1.42

@@ -142,7 +142,7 @@ def serve(socket_path: Path, preload: tuple[str, ...] = PRELOAD, entry: str = EN
     for module in preload:
         importlib.import_module(module)
     if entry == ENTRY:  # a forked ClientApp asks for its message's objects early
-        from fedllm.flower_patches.object_pulls import prompt_clientapp_pulls
+        from fedllm.flower_internals.object_pulls import prompt_clientapp_pulls
 
         prompt_clientapp_pulls()
     listener.settimeout(1.0)

@@ -15,7 +15,7 @@ from typing import Any
 
 from flwr.supercore.protobuf.client import ProtobufClient
 
-from fedllm.flower_patches import require
+from fedllm.flower_internals import require
 
 EXPECTED_PARAMETERS = ("self", "base_url", "interceptors", "verify", "timeout", "retry_invoker")
 

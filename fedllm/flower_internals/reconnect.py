@@ -19,7 +19,7 @@ import flwr.supernode.fleet_http_connection as fleet
 import httpx
 from flwr.supercore.retry import RetryInvoker, make_simple_http_retry_invoker
 
-from fedllm.flower_patches import require
+from fedllm.flower_internals import require
 
 # The peer closed the connection during the handshake: an EOF against the protocol
 # (OpenSSL 3) or a TLS close before any data (older builds, e.g. Debian bookworm's Python).

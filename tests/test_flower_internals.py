@@ -6,7 +6,7 @@ import sys
 import flwr
 import pytest
 
-import fedllm.flower_patches as patches
+import fedllm.flower_internals as patches
 
 
 def test_the_pinned_flower_is_supported() -> None:
@@ -14,7 +14,7 @@ def test_the_pinned_flower_is_supported() -> None:
 
 
 def test_importing_under_another_flower_fails_naming_the_files() -> None:
-    code = "import flwr; flwr.__version__ = '1.43.0'; import fedllm.flower_patches"
+    code = "import flwr; flwr.__version__ = '1.43.0'; import fedllm.flower_internals"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
     assert "UnsupportedFlower" in result.stderr and "found flwr 1.43.0" in result.stderr

@@ -9,7 +9,7 @@ For `burst` seconds after the node last handled a message, empty pulls are `BURS
 apart instead: a federation's next message (evaluate after train, the next round) usually
 follows within seconds, and a round waits for the last node to see it. A node that now pulls
 a message while the ServerApp is still pushing its objects retries them after 0.05 s, not
-Flower's 1 s (`fedllm.flower_patches.object_pulls`).
+Flower's 1 s (`fedllm.flower_internals.object_pulls`).
 Cost: an idle node makes 1/idle requests per second to the SuperLink instead of 1/3, and
 1/`BURST_PACE` for `burst` seconds after each message; `FEDLLM_NODE_POLL_SECONDS` sets
 `idle` (3 restores Flower's pace, e.g. for many sites), `FEDLLM_NODE_BURST_SECONDS` sets
@@ -26,8 +26,8 @@ from typing import Any
 import flwr.supernode.start_client_internal as loop
 
 from fedllm.errors import FedllmError
-from fedllm.flower_patches import require
-from fedllm.flower_patches.object_pulls import prompt_pulls
+from fedllm.flower_internals import require
+from fedllm.flower_internals.object_pulls import prompt_pulls
 
 FLOWER_IDLE, FLOWER_LOCAL = 3, 0.5  # the sleeps in Flower's loop, as written in its source
 IDLE, LOCAL = 1.0, 0.05

@@ -1,4 +1,4 @@
-"""Every change fedllm makes inside Flower 1.42, where Flower has no option or hook for it.
+"""Everything fedllm changes or uses inside Flower 1.42, where Flower has no public API for it.
 
 - `mtls`: HTTP clients present a client certificate (`ProtobufClient.__init__`).
 - `object_pulls`: an object still arriving is asked for again after 0.05 s, not 1 s.
@@ -31,7 +31,7 @@ def check_version(version: str) -> None:
     """Refuse a Flower other than the one every patch here was checked against."""
     if not version.startswith(SUPPORTED_FLOWER):
         raise UnsupportedFlower(
-            f"fedllm.flower_patches supports flwr {SUPPORTED_FLOWER}x; found flwr {version}:"
+            f"fedllm.flower_internals supports flwr {SUPPORTED_FLOWER}x; found flwr {version}:"
             f" re-check {', '.join(FLOWER_FILES.values())}"
         )
 
@@ -40,7 +40,7 @@ def require(patch: str, fits: bool, what: str) -> None:
     """Refuse to apply `patch` when Flower's version or the code it changes (`what`) differs."""
     if not fits or not flwr.__version__.startswith(SUPPORTED_FLOWER):
         raise UnsupportedFlower(
-            f"fedllm.flower_patches.{patch} supports flwr {SUPPORTED_FLOWER}x; found flwr"
+            f"fedllm.flower_internals.{patch} supports flwr {SUPPORTED_FLOWER}x; found flwr"
             f" {flwr.__version__}: re-check {what} in {FLOWER_FILES[patch]}"
         )
 
