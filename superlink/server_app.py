@@ -12,7 +12,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from fedllm.flower_patches.object_pulls import prompt_reply_pulls
+from fedllm.flower_internals.object_pulls import prompt_reply_pulls
 from fedllm.identity.audit import append_from_env
 from fedllm.learning.adapter import load_arrays, to_arrays
 from fedllm.learning.batches import make_loader

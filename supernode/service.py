@@ -7,8 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fedllm.flower_patches import polling, prefork, reconnect
-from fedllm.flower_patches.mtls import present_client_certificate
+from fedllm.flower_internals import polling, prefork, reconnect
+from fedllm.flower_internals.mtls import present_client_certificate
 from fedllm.identity.certcheck import check_certificate
 from fedllm.identity.node_key import write_flower_private_key
 from fedllm.orchestration.processes import stop_descendants
@@ -57,7 +57,7 @@ def serve(certs: Path, name: str, superlink: str, node_config: str, runtime_port
     flower_supernode()
     # Flower's Fleet loop only ends when it gives up on the SuperLink, after an error it takes
     # for permanent (an SSL/TLS error other than a cut-short handshake, see
-    # fedllm.flower_patches.reconnect; an HTTP status it does not retry). It then returns
+    # fedllm.flower_internals.reconnect; an HTTP status it does not retry). It then returns
     # without stopping its Runtime API thread, which kept this process alive (and healthy to a
     # health check) but outside the federation for good: a ServerApp waiting for `min-nodes`
     # waited forever. Exit instead, through Flower's exit path (the handler above stops the
