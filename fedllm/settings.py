@@ -150,6 +150,25 @@ class RunSettings(BaseSettings):
         True,
         description="server/client: refuse a run whose noise outweighs the largest aggregate.",
     )
+    secure_aggregation: Literal["none", "secaggplus"] = Field(
+        "none", description="secaggplus: the server sees only the sum of the sites' updates."
+    )
+    secagg_threshold: int = Field(
+        0, ge=0, description="Sites needed to unmask a round; 0: 2/3 of those sampled (min 2)."
+    )
+    secagg_clip: float = Field(
+        8.0, gt=0, description="Weighted update values are clipped to ±this, then quantized."
+    )
+    secagg_timeout: float = Field(
+        60.0, gt=0, description="Seconds each key stage of a secure round waits for sites."
+    )
+    secagg_weighting: Literal["examples", "equal"] = Field(
+        "examples", description="Weigh each site's update by its examples, or all equally."
+    )
+    secagg_failure: Literal["continue", "stop"] = Field(
+        "continue",
+        description="A secure round below the threshold: keep the adapter and go on, or stop.",
+    )
     keep_checkpoints: int = Field(
         3, ge=0, description="Newest checkpoints kept (the best always is); 0: all."
     )

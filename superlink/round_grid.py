@@ -16,16 +16,21 @@ do before each exchange; a node it has no name for is named by its id.
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from logging import WARNING
 from typing import Any
 
 from flwr.app import Message, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedllm.identity.audit import append_from_env
 from fedllm.learning.updates import WEIGHTS, decode_reply
 from fedllm.privacy.egress import METRIC_KEYS, contents, violations
+from fedllm.settings import RunSettings
 from fedllm.telemetry.grid import payload_bytes, phase, record_exchange
+from superlink.secure_round import SecureRound, SecureRoundFailed
 
 POLL_SECONDS = 0.2
 # Reply metrics copied per node into the history (timings and memory the node measured).
@@ -41,6 +46,8 @@ NODE_METRICS = (
     "dp-delta",
     "dp-site-epsilon",
     "dp-noise-multiplier",
+    "secagg-weight",
+    "secagg-clipped",
 )
 
 
@@ -96,12 +103,25 @@ def node_entry(sent: Message, reply: Message | None, site: str) -> dict[str, Any
 
 
 class RoundGrid(Grid):
-    """Flower's Grid with prompt polling, exchange records and update decoding."""
+    """Flower's Grid with prompt polling, exchange records and update decoding.
 
-    def __init__(self, grid: Grid, run_id: int, poll: float = POLL_SECONDS) -> None:
+    With `secure` run settings (secure aggregation on), training exchanges run as SecAgg+
+    rounds (`superlink.secure_round`); a failed one is logged, audited and kept in
+    `failed` for the round's history, then skipped (no update) or, as configured, raised.
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        run_id: int,
+        poll: float = POLL_SECONDS,
+        secure: RunSettings | None = None,
+    ) -> None:
         self.grid = grid
         self.run_id = run_id
         self.poll = poll
+        self.secure = secure
+        self.failed: str | None = None  # why this round's secure aggregation failed
         self.exchanges: dict[str, Exchange] = {}
         self.sites: dict[int, str] = {}  # node id -> registered name, learned from node lists
 
@@ -152,6 +172,27 @@ class RoundGrid(Grid):
     ) -> Iterable[Message]:
         """Push, collect replies until all arrived or `timeout`, record, decode."""
         sent = list(messages)
+        kind = phase(sent[0].metadata.message_type) if sent else "other"
+        if self.secure is not None and kind == "train":
+            return self.secure_train(self.secure, sent, timeout)
+        return self.exchange(sent, timeout, kind)
+
+    def secure_train(
+        self, run: RunSettings, sent: list[Message], timeout: float | None
+    ) -> list[Message]:
+        """The training exchange as a SecAgg+ round: one reply with the unmasked mean."""
+        try:
+            return SecureRound(run, self.exchange, timeout).train(sent)
+        except SecureRoundFailed as err:
+            self.failed = str(err)
+            log(WARNING, "%s", err)
+            append_from_env("secure-round-failed", run_id=self.run_id, reason=str(err))
+            if run.secagg_failure == "stop":
+                raise
+            return []
+
+    def exchange(self, sent: list[Message], timeout: float | None, name: str) -> list[Message]:
+        """One send-and-receive, recorded under `name`."""
         exchange = Exchange(started=time.monotonic())
         ids = list(self.grid.push_messages(sent)) if sent else []
         # Flower returns no ids when a push fails as a whole, None for a malformed message.
@@ -165,7 +206,7 @@ class RoundGrid(Grid):
             for mid, message in by_id.items()
         ]
         if sent:
-            self.exchanges[phase(sent[0].metadata.message_type)] = exchange
+            self.exchanges[name] = exchange
         for reply in replies:
             source = by_id.get(reply.metadata.reply_to_message_id)
             if reply.has_content() and source is not None:

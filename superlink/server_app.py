@@ -20,6 +20,7 @@ from fedllm.learning.evaluate import evaluate
 from fedllm.learning.model import build_model, load_tokenizer, pick_device
 from fedllm.learning.partition import server_holdout
 from fedllm.privacy.dp import check_privacy, site_noise
+from fedllm.privacy.secagg import check_secure_aggregation
 from fedllm.rundir.checkpoint import (
     STATE_FILE,
     checkpoint_dir,
@@ -57,7 +58,9 @@ def main(grid: Grid, context: Context) -> None:
     append_from_env("run-started", run_id=context.run_id, run_dir=str(run_dir))
     try:
         check_privacy(run)
-        federate(RoundGrid(grid, context.run_id), run, run_dir, telemetry)
+        check_secure_aggregation(run)
+        secure = run if run.secure_aggregation != "none" else None
+        federate(RoundGrid(grid, context.run_id, secure=secure), run, run_dir, telemetry)
     except Exception as err:
         error = str(err).splitlines()[0]
         write_status(run_dir, "failed", run_id=context.run_id, error=error)
@@ -107,6 +110,8 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
         entry = {"centralized": metrics, "elapsed-seconds": time.monotonic() - started}
         if exchanges := grid.take():
             entry["exchanges"] = exchanges
+        if grid.failed:
+            entry["secure-round-failed"], grid.failed = grid.failed, None
         privacy = privacy_entry(strategy) if server_round > 0 else {}
         if "privacy" in privacy:
             entry["privacy"] = privacy["privacy"]

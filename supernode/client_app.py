@@ -29,12 +29,13 @@ from supernode.dp_sgd import train_private
 from supernode.egress_guard import egress_guard
 from supernode.microbatch import plan
 from supernode.private_round import Refused, privacy_for
+from supernode.secure_aggregation import secure_aggregation
 from supernode.site import open_site
 from supernode.site_policy import allowed_metrics, load_policy
 from supernode.train import train
 
 # Outermost first: the guard sees the reply as it would leave, after clipping (dp=client).
-MODS: list[Mod] = [egress_guard, clip_when_asked]
+MODS: list[Mod] = [egress_guard, secure_aggregation, clip_when_asked]
 app = ClientApp(mods=MODS)
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from fedllm.cli.node import app as node_app
 from fedllm.errors import FedllmError, Stopped, Terminated, raise_terminated
 from fedllm.privacy.dp import check_privacy
+from fedllm.privacy.secagg import check_secure_aggregation
 from fedllm.settings import RunSettings, build
 
 app = typer.Typer(
@@ -66,6 +67,7 @@ def run_settings(given: dict[str, Any], sets: list[str], run_dir: Path) -> RunSe
     values["run_dir"] = str(run_dir.resolve())
     run = build(RunSettings, **values)
     check_privacy(run)
+    check_secure_aggregation(run)
     return run
 
 
@@ -104,6 +106,7 @@ def up_command(
              "strategy": strategy, "resume": resume or None}  # fmt: skip
     default_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run = run_settings(given, set_ or [], run_dir or default_dir)
+    check_secure_aggregation(run, nodes)
     try:
         up(
             run, nodes, certs.resolve() if certs else None, threads, timeout, console,

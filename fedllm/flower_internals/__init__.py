@@ -5,6 +5,7 @@
 - `polling`: shorter sleeps in the SuperNode's loop.
 - `reconnect`: a TLS handshake cut short by a restarting proxy is retried, not fatal.
 - `prefork`: ClientApp processes forked from a parent that imported torch once.
+- `secagg`: Flower's secure-aggregation primitives (Shamir, key agreement, quantization).
 
 Each was written by reading the Flower files in `FLOWER_FILES`. Importing this package under
 another Flower version fails, naming them; each patch also checks the code it is about to change
@@ -20,6 +21,7 @@ FLOWER_FILES = {
     "polling": "flwr/supernode/start_client_internal.py",
     "reconnect": "flwr/supernode/fleet_http_connection.py",
     "prefork": "flwr/supernode/cli/flwr_clientapp.py",
+    "secagg": "flwr/common/secure_aggregation/",
 }
 
 
