@@ -7,7 +7,8 @@ the k-th fault of that list (an empty item, or a round past the end of the list:
 - `scale`: the update (trained minus received) multiplied by 1000,
 - `shape`: the first array with its last row dropped,
 - `slow`: the honest reply, SLOW_SECONDS late,
-- `hang`: no reply for HANG_SECONDS (a node stuck mid-round),
+- `hang`: no reply for HANG_SECONDS (a node stuck mid-round; in a secure round, after it
+  shared its keys),
 - `extra-array`: the honest reply plus an array record of token ids,
 - `string-metric`: the honest reply plus a config record holding review text.
 
@@ -61,7 +62,9 @@ def corrupt(fault: str, trained: ArrayRecord, received: ArrayRecord) -> ArrayRec
 def fault_of(msg: Message, context: Context) -> tuple[int, str]:
     """(round, fault) for this training message on this node; '' for none."""
     faults = str(context.node_config.get("faults", "")).split(",")
-    server_round = int(msg.content.config_records["config"].get("server-round", 0))  # type: ignore[arg-type]
+    # A secure round's key stages carry no run config: only its training message has faults.
+    config = msg.content.config_records.get("config", ConfigRecord())
+    server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     fault = faults[server_round - 1].strip() if 0 < server_round <= len(faults) else ""
     return server_round, fault
 
