@@ -180,7 +180,7 @@ class RoundGrid(Grid):
     def secure_train(
         self, run: RunSettings, sent: list[Message], timeout: float | None
     ) -> list[Message]:
-        """The training exchange as a SecAgg+ round: one reply with the unmasked mean."""
+        """The training exchange as a SecAgg+ round: the survivors' replies, with their mean."""
         try:
             return SecureRound(run, self.exchange, timeout).train(sent)
         except SecureRoundFailed as err:

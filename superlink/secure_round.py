@@ -1,16 +1,16 @@
 """The server's side of a secure round: SecAgg+ over the Grid (protocol in `fedllm.privacy.secagg`).
 
-The strategy's training messages go out as four exchanges; what comes back to the strategy is
-one reply carrying the survivors' weighted mean adapter, never a site's own update. Each key
-stage waits at most `secagg-timeout` seconds, training at most the round's timeout; a stage
-left with fewer sites than the threshold ends the round with `SecureRoundFailed`.
+The strategy's training messages go out as four exchanges; what comes back to the strategy
+is the survivors' replies, each carrying their weighted mean adapter, never a site's own
+update. Each key stage waits at most `secagg-timeout` seconds, training at most the round's
+timeout; a stage left with fewer sites than the threshold ends the round with
+`SecureRoundFailed`.
 """
 
 from collections.abc import Callable, Sized
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedllm.errors import FedllmError
 from fedllm.flower_internals.secagg import (
@@ -73,7 +73,7 @@ def masked_answers(replies: list[Message], sent: ArrayRecord) -> dict[int, Messa
 
 
 class SecureRound:
-    """One training round as SecAgg+; `train` returns the one reply the strategy aggregates."""
+    """One training round as SecAgg+; `train` returns the replies the strategy aggregates."""
 
     def __init__(self, run: RunSettings, exchange: Exchange, timeout: float | None) -> None:
         self.run, self.exchange, self.timeout = run, exchange, timeout
@@ -100,7 +100,7 @@ class SecureRound:
         shares = self.ask(survivors, UNMASK, lambda _node: unmask)
         self.enough(shares, needed, "sent unmasking shares")
         total = unmasked_sum(collected, shares, dead, advertised)
-        return [self.aggregate(messages[0], collected, total, len(sent))]
+        return self.aggregate(messages[0], collected, total, len(sent))
 
     def enough(self, nodes: Sized, needed: int, what: str) -> None:
         """Fail the round when fewer than `needed` sites got through a stage."""
@@ -140,34 +140,24 @@ class SecureRound:
 
     def aggregate(
         self, sent: Message, collected: dict[int, Message], total: Sums, sampled: int
-    ) -> Message:
-        """The survivors' weighted mean adapter, as one reply with their aggregated metrics."""
-        contents = [reply.content for reply in collected.values()]
-        metrics = [content.metric_records["metrics"] for content in contents]
+    ) -> list[Message]:
+        """Each survivor's reply, its update replaced by the survivors' weighted mean.
+
+        The strategy's weighted average of equal adapters is that adapter, and its counts and
+        checks (Flower's DP wrappers included) see one reply per site, as in a plain round.
+        """
+        metrics = [reply.content.metric_records["metrics"] for reply in collected.values()]
         total_weight = sum(number(m, "secagg-weight") for m in metrics)
-        base = sent.content.array_records[WEIGHTS]
         clip, sites = self.run.secagg_clip, len(collected)
-        mean = {
-            name: dequantize_sum(values, sites, clip) / total_weight
-            for name, values in total.items()
-        }
-        arrays = ArrayRecord(
-            {
-                name: Array((array.numpy() + mean[name]).astype(array.numpy().dtype))
-                for name, array in base.items()
-            }
-        )
-        summary = dict(aggregate_metricrecords(contents, "num-examples"))
-        del summary["secagg-weight"]  # each site's own, in the round's node entries
-        summary |= {
-            "num-examples": int(sum(number(m, "num-examples") for m in metrics)),
-            "secagg-clipped": int(sum(number(m, "secagg-clipped") for m in metrics)),
-            "secagg-sites": sites,
-            "secagg-dropped": sampled - sites,
-        }
-        reply = next(iter(collected.values()))
-        reply.content = RecordDict({WEIGHTS: arrays, "metrics": MetricRecord(summary)})
-        return reply
+        arrays = ArrayRecord({
+            name: Array((array.numpy() + dequantize_sum(total[name], sites, clip) / total_weight)
+                        .astype(array.numpy().dtype))
+            for name, array in sent.content.array_records[WEIGHTS].items()
+        })  # fmt: skip
+        for reply, own in zip(collected.values(), metrics, strict=True):
+            summary = {**own, "secagg-sites": sites, "secagg-dropped": sampled - sites}
+            reply.content = RecordDict({WEIGHTS: arrays, "metrics": MetricRecord(summary)})
+        return list(collected.values())
 
 
 def number(metrics: MetricRecord, key: str) -> float:

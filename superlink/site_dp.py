@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import (
 )
 from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
 
+from fedllm.flower_internals.distributed_dp import NoisedAtSites
 from fedllm.privacy.dp import default_delta
 from fedllm.settings import RunSettings
 
@@ -35,11 +36,10 @@ def site_level_dp(run: RunSettings, inner: FedAvg) -> Wrapper:
         sampling_method=SamplingMethod.NO_AMPLIFICATION,
         max_epsilon=run.dp_epsilon or None,
     )
-    wrapper = (
-        DifferentialPrivacyServerSideFixedClipping
-        if run.dp == "server"
-        else DifferentialPrivacyClientSideFixedClipping
-    )
+    wrapper: type[Wrapper] = DifferentialPrivacyServerSideFixedClipping
+    if run.dp == "client":
+        secure = run.secure_aggregation != "none"  # the sites add the noise before masking
+        wrapper = NoisedAtSites if secure else DifferentialPrivacyClientSideFixedClipping
     return wrapper(
         inner, run.dp_noise, run.dp_clip, run.min_nodes, accountant=RdpAccountant(config)
     )

@@ -71,9 +71,7 @@ class UpdateGuard(FedAvg):
                     ledger.refused.append((reply.metadata.src_node_id, reply.error.reason or ""))
                 kept.append(reply)
                 continue
-            # A secure round's one reply stands for the sites whose updates it sums.
-            metrics = reply.content.metric_records.get("metrics", MetricRecord())
-            ledger.replied += int(metrics.get("secagg-sites", 1))  # type: ignore[arg-type]
+            ledger.replied += 1
             arrays = next(iter(reply.content.array_records.values()), ArrayRecord())
             reason = beyond_the_update(reply) or check_update(
                 arrays, self._sent, self.max_update_norm

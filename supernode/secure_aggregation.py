@@ -1,7 +1,8 @@
 """The site's side of a secure round: a ClientApp mod (protocol in `fedllm.privacy.secagg`).
 
 Key stages are answered here, without training. In `collect` the wrapped app trains as usual
-and its update leaves only weighted, quantized and masked. The site's private keys, its mask
+and its update leaves only weighted, quantized and masked; with `dp=client` (clipped by the
+inner mod) it first gets this site's share of the Gaussian noise. The site's private keys, its mask
 seed and the shares it holds for others stay in the node's run context (`context.state`, kept
 by the SuperNode between messages), never in a reply.
 """
@@ -50,6 +51,7 @@ from fedllm.privacy.secagg import (
     ints,
     mask,
     pair_sign,
+    site_noise_std,
     weight,
 )
 from fedllm.settings import RunSettings, from_flower_config
@@ -183,8 +185,11 @@ def collect(
     metrics = dict(reply.content.metric_records["metrics"])
     run = from_flower_config(RunSettings, context.run_config)
     scale = weight(run, int(metrics["num-examples"]))  # type: ignore[arg-type]
+    noise = site_noise_std(run, ints(state, "threshold")[0])
+    rng = np.random.default_rng()  # seeded from the OS: no party can predict the noise
     update = {
         name: (trained[name].numpy().astype(np.float64) - array.numpy()) * scale
+        + (rng.normal(0.0, noise, array.shape) if noise else 0.0)
         for name, array in received.items()
     }
     total, clipped = masked_update(state, run, update, partners)

@@ -6,16 +6,25 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+from flwr.serverapp.strategy import FedAvg
 
 from fedllm.errors import FedllmError
 from fedllm.privacy.egress import METRIC_KEYS, violations
-from fedllm.privacy.secagg import MASKED, check_secure_aggregation, mask, quantization_bound
+from fedllm.privacy.secagg import (
+    MASKED,
+    check_secure_aggregation,
+    ints,
+    mask,
+    quantization_bound,
+    weight,
+)
 from fedllm.settings import RunSettings
 from superlink.secure_round import SecureRound, SecureRoundFailed
+from superlink.site_dp import site_level_dp
 from supernode.secure_aggregation import secure_aggregation
 
 pytestmark = pytest.mark.usefixtures("task_identity")
-SHAPES = {"lora_A": (4, 6), "lora_B": (6, 4)}
+SHAPES = {"lora_A": (64, 48), "lora_B": (48, 64)}
 START = {name: np.linspace(-1, 1, int(np.prod(s)), dtype=np.float32).reshape(s)
          for name, s in SHAPES.items()}  # fmt: skip
 NODES = [11, 2**64 - 3, 7, 2**40 + 5]  # Flower's node ids are 64-bit
@@ -28,7 +37,7 @@ def test_masks_use_the_whole_secret() -> None:
     ours = mask(first, SHAPES)["lora_A"], mask(second, SHAPES)["lora_A"]
     assert not np.array_equal(*ours)
     assert np.array_equal(mask(first, SHAPES)["lora_A"], ours[0])  # a seed gives one mask
-    flower = [pseudo_rand_gen(secret, 1 << 32, [(4, 6)])[0] for secret in (first, second)]
+    flower = [pseudo_rand_gen(secret, 1 << 32, [SHAPES["lora_A"]])[0] for secret in (first, second)]
     assert np.array_equal(*flower)  # the collision this module avoids
 
 
@@ -90,7 +99,7 @@ def train_messages() -> list[Message]:
 
 
 def expected_mean(nodes: list[int], run: RunSettings) -> dict[str, np.ndarray]:
-    weights = {n: (100 + n % 7) if run.secagg_weighting == "examples" else 1 for n in nodes}
+    weights = {n: weight(run, 100 + n % 7) for n in nodes}
     total = sum(weights.values())
     return {name: START[name] + sum(weights[n] * update_of(n)[name] for n in nodes) / total
             for name in SHAPES}  # fmt: skip
@@ -105,7 +114,8 @@ def test_the_server_gets_the_weighted_mean_and_no_single_update(
 ) -> None:
     run = RunSettings(secure_aggregation="secaggplus", secagg_weighting=weighting)
     sites = Sites(run, drop)
-    [reply] = SecureRound(run, sites.exchange, timeout=None).train(train_messages())
+    replies = SecureRound(run, sites.exchange, timeout=None).train(train_messages())
+    reply = replies[0]
     assert sites.errors == []
     survivors = [node for node in NODES if node not in drop]
     metrics = reply.content.metric_records["metrics"]
@@ -132,11 +142,34 @@ def test_too_many_dropouts_fail_the_round_in_one_line() -> None:
 def test_sites_refuse_to_unmask_a_survivor_twice() -> None:
     """A server listing a survivor as dropped too would learn its mask, hence its update."""
     run = RunSettings(secure_aggregation="secaggplus")
-    sites = Sites(run, tamper=lambda config: config["dead"].append(config["active"][0]))
+    sites = Sites(run, tamper=lambda config: config.update(dead=ints(config, "active")[:1]))
     with pytest.raises(SecureRoundFailed, match="0 sites sent unmasking shares"):
         SecureRound(run, sites.exchange, timeout=None).train(train_messages())
     assert len(sites.errors) == len(NODES)
     assert all("both as survivor and as dropped" in error for error in sites.errors)
+
+
+def test_with_dp_client_the_sum_carries_the_planned_noise() -> None:
+    """Each site adds noise*clip/sqrt(t) before masking: what the server unmasks is already
+    noised, with the planned noise*clip on the sum when t sites survive (4 here: sqrt(4/3)x)."""
+    run = RunSettings(secure_aggregation="secaggplus", dp="client", dp_noise=1.0, dp_clip=0.5,
+                      secagg_threshold=3, min_nodes=4)  # fmt: skip
+    [reply, *_] = SecureRound(run, Sites(run).exchange, timeout=None).train(train_messages())
+    got = reply.content.array_records["arrays"]
+    noise = np.concatenate([(got[n].numpy() - want).ravel()
+                            for n, want in expected_mean(NODES, run).items()])  # fmt: skip
+    sum_std = float(noise.std()) * len(NODES)  # the mean divides the sum by the 4 sites
+    assert sum_std == pytest.approx(run.dp_noise * run.dp_clip * np.sqrt(4 / 3), rel=0.1)
+
+
+def test_the_server_adds_no_noise_of_its_own_to_a_secure_sum() -> None:
+    arrays = ArrayRecord({n: Array(a) for n, a in START.items()})
+    for secure, moves in (("secaggplus", False), ("none", True)):
+        run = RunSettings(dp="client", dp_noise=1.0, secure_aggregation=secure, min_nodes=4)
+        strategy = site_level_dp(run, FedAvg())
+        noised = strategy._add_noise_to_aggregated_arrays(ArrayRecord(dict(arrays)))
+        changed = any(not np.array_equal(noised[n].numpy(), START[n]) for n in START)
+        assert changed is moves
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@
 - `reconnect`: a TLS handshake cut short by a restarting proxy is retried, not fatal.
 - `prefork`: ClientApp processes forked from a parent that imported torch once.
 - `secagg`: Flower's secure-aggregation primitives (Shamir, key agreement, quantization).
+- `distributed_dp`: Flower's client-side DP wrapper without its central noise step.
 
 Each was written by reading the Flower files in `FLOWER_FILES`. Importing this package under
 another Flower version fails, naming them; each patch also checks the code it is about to change
@@ -22,6 +23,7 @@ FLOWER_FILES = {
     "reconnect": "flwr/supernode/fleet_http_connection.py",
     "prefork": "flwr/supernode/cli/flwr_clientapp.py",
     "secagg": "flwr/common/secure_aggregation/",
+    "distributed_dp": "flwr/serverapp/strategy/dp_fixed_clipping.py",
 }
 
 

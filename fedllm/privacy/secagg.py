@@ -60,11 +60,6 @@ def check_secure_aggregation(run: RunSettings, sites: int | None = None) -> None
             "secure-aggregation cannot be combined with dp=server: the server would clip each"
             " site's update, which it never sees; use dp=sgd"
         )
-    if run.dp == "client":
-        raise FedllmError(
-            "secure-aggregation cannot be combined with dp=client yet: its noise is added by the"
-            " server to an aggregate it would see un-noised; use dp=sgd"
-        )
     if run.secagg_threshold == 1:
         raise FedllmError("secagg-threshold must be at least 2 (1 would unmask a single site)")
     if sites is not None and threshold(run, sites) > sites:
@@ -79,8 +74,16 @@ def threshold(run: RunSettings, sampled: int) -> int:
 
 
 def weight(run: RunSettings, examples: int) -> float:
-    """How much a site's update counts in the sum: by its examples, or equally."""
-    return examples / MAX_WEIGHT if run.secagg_weighting == "examples" else 1.0
+    """How much a site's update counts in the sum: by its examples, or equally (always with
+    `dp=client`, whose noise and accounting are sized for equal weights)."""
+    equal = run.secagg_weighting == "equal" or run.dp == "client"
+    return 1.0 if equal else examples / MAX_WEIGHT
+
+
+def site_noise_std(run: RunSettings, needed: int) -> float:
+    """Distributed DP: each site's noise std, so any `needed` survivors sum to the planned
+    `dp-noise * dp-clip` (more survivors: more noise; Kairouz et al. 2021)."""
+    return run.dp_noise * run.dp_clip / math.sqrt(needed) if run.dp == "client" else 0.0
 
 
 def mask(seed: bytes, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

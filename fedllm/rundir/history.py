@@ -46,10 +46,10 @@ class History:
     def on_train(self, replies: list[RecordDict], aggregated: MetricRecord) -> None:
         """Strategy hook: aggregated training metrics of the current round."""
         self.pending["train"] = dict(aggregated)
-        metrics = [next(iter(reply.metric_records.values())) for reply in replies]
-        # A secure round's one reply stands for the sites whose updates it sums.
-        self.pending["nodes-replied"] = sum(int(m.get("secagg-sites", 1)) for m in metrics)  # type: ignore[arg-type,misc]
-        self.pending["train-examples"] = sum(m["num-examples"] for m in metrics)
+        self.pending["nodes-replied"] = len(replies)
+        self.pending["train-examples"] = sum(
+            next(iter(reply.metric_records.values()))["num-examples"] for reply in replies
+        )
 
     def on_round(self, server_round: int, ledger: RoundLedger) -> None:
         """Update guard hook: participation and rejected updates of the current round."""
