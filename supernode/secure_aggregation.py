@@ -177,7 +177,12 @@ def collect(
     """Train through the wrapped app, then send the update masked, never in the clear."""
     state = context.state.config_records[STATE]
     partners = receive_shares(state, config, node)
-    reply = call_next(msg, context)
+    full = msg.content  # the app and its mods (Flower's clipping mod) see the plain message
+    msg.content = RecordDict({name: record for name, record in full.items() if name != SECAGG})
+    try:
+        reply = call_next(msg, context)
+    finally:
+        msg.content = full
     if reply.has_error():
         return reply
     received = msg.content.array_records[WEIGHTS]

@@ -65,6 +65,7 @@ class Sites:
         self.errors: list[str] = []  # sites' refusals
 
     def train(self, msg: Message, context: Context) -> Message:
+        assert "secagg" not in msg.content.config_records  # the app sees the plain message
         node = msg.metadata.dst_node_id
         received = msg.content.array_records["arrays"]
         trained = {n: Array(a.numpy() + update_of(node)[n]) for n, a in received.items()}

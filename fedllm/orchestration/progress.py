@@ -24,6 +24,8 @@ def round_line(row: dict[str, Any], total: int) -> str:
     if "train" in row:
         parts.append(f"train loss {row['train'].get('train-loss', 0.0):.4f}")
     parts += privacy_parts(row)
+    if "secure-round-failed" in row:
+        parts.append(row["secure-round-failed"])
     return "  ".join(parts)
 
 
