@@ -29,6 +29,7 @@ from fedllm.privacy.secagg import (
     SETUP,
     SHARE_KEYS,
     UNMASK,
+    WIRE,
     blob,
     blobs,
     dequantize_sum,
@@ -60,14 +61,14 @@ def key_answers(replies: list[Message], stage: str) -> dict[int, ConfigRecord]:
 
 
 def masked_answers(replies: list[Message], sent: ArrayRecord) -> dict[int, Message]:
-    """Each node's well-formed masked update: the names and shapes sent, as int64."""
+    """Each node's well-formed masked update: the names and shapes sent, as `WIRE` integers."""
     shapes = {name: tuple(array.shape) for name, array in sent.items()}
     found = {}
     for reply in replies:
         record = reply.content.array_records.get(MASKED) if reply.has_content() else None
         if record is not None and "metrics" in reply.content.metric_records:
             got = {name: tuple(array.shape) for name, array in record.items()}
-            if got == shapes and all(array.dtype == "int64" for array in record.values()):
+            if got == shapes and all(array.dtype == WIRE for array in record.values()):
                 found[reply.metadata.src_node_id] = reply
     return found
 
@@ -190,7 +191,7 @@ def unmasked_sum(
     total = {name: np.zeros(shape, dtype=np.int64) for name, shape in shapes.items()}
     for masked in records.values():
         for name in total:
-            total[name] = (total[name] + masked[name].numpy()) % MODULUS
+            total[name] = (total[name] + masked[name].numpy().astype(np.int64)) % MODULUS
     if missing := [node for node in [*collected, *dead] if node not in held]:
         raise SecureRoundFailed(f"secure round failed: no shares came back for sites {missing}")
     offsets = [(-1, mask(combine_shares(held[node]), shapes)) for node in collected]

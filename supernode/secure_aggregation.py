@@ -46,6 +46,7 @@ from fedllm.privacy.secagg import (
     SHARE_KEYS,
     TARGET_RANGE,
     UNMASK,
+    WIRE,
     blob,
     blobs,
     ints,
@@ -200,7 +201,7 @@ def collect(
     total, clipped = masked_update(state, run, update, partners)
     metrics |= {"secagg-weight": scale, "secagg-clipped": clipped}
     content = RecordDict({
-        MASKED: ArrayRecord({name: Array(values) for name, values in total.items()}),
+        MASKED: ArrayRecord({name: Array(values.astype(WIRE)) for name, values in total.items()}),
         "metrics": MetricRecord(metrics),
     })  # fmt: skip
     return Message(content=content, reply_to=msg)

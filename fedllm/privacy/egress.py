@@ -1,7 +1,7 @@
 """What may leave a site: the rules both the site's egress guard and the ServerApp apply.
 
 A training reply carries one array record, the adapter (float32 `arrays`, or the 16-bit
-`delta-<dtype>` of the run's `update-dtype`; with secure aggregation the int64 `masked`
+`delta-<dtype>` of the run's `update-dtype`; with secure aggregation the uint32 `masked`
 update) with exactly the names and shapes the node received, and one `metrics` record; an
 evaluation reply only `metrics`; a secure round's key stage only its `secagg` keys. Metrics
 are scalar numbers (no lists: no per-example values) under keys fedllm's ClientApp reports.
@@ -11,7 +11,15 @@ Anything else (text, token ids, an extra array, a config record) does not belong
 from flwr.app import Message
 
 from fedllm.learning.updates import PREFIX, UPDATE_DTYPES, WEIGHTS
-from fedllm.privacy.secagg import COLLECT, MASKED, REPLY_KEYS, SECAGG, SITE_METRICS, stage_of
+from fedllm.privacy.secagg import (
+    COLLECT,
+    MASKED,
+    REPLY_KEYS,
+    SECAGG,
+    SITE_METRICS,
+    WIRE,
+    stage_of,
+)
 
 UPDATE_RECORDS = {WEIGHTS} | {PREFIX + dtype for dtype in UPDATE_DTYPES if dtype != "float32"}
 # What fedllm's ClientApp reports: timings, throughput, memory, losses, privacy spent.
@@ -55,8 +63,8 @@ def violations(sent: Message, reply: Message, allowed: frozenset[str]) -> list[s
             shapes = {name: tuple(array.shape) for name, array in record.items()}
             if shapes != {name: tuple(array.shape) for name, array in received.items()}:
                 found.append("adapter arrays differ in names or shapes from those received")
-            if stage == COLLECT and any(array.dtype != "int64" for array in record.values()):
-                found.append("a masked update that is not int64")
+            if stage == COLLECT and any(array.dtype != WIRE for array in record.values()):
+                found.append(f"a masked update that is not {WIRE}")
     elif arrays:
         found.append(f"array records {sorted(arrays)} in a reply that carries none")
     if set(content.metric_records) - {"metrics"}:

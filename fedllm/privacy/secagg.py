@@ -33,6 +33,7 @@ REPLY_KEYS = {
 SITE_METRICS = frozenset({"secagg-weight", "secagg-clipped"})  # a masked update's own metrics
 TARGET_RANGE = 1 << 22  # quantization levels over [-clip, clip]
 MODULUS = 1 << 32  # masked values live modulo this: room for 1,024 sites' quantized sums
+WIRE = "uint32"  # a masked value on the wire: exactly the range modulo MODULUS
 MAX_WEIGHT = 1000.0  # with weighting by examples, an update is scaled by num-examples / this
 # Strategies that need every site's own update, not only their sum.
 NEEDS_EACH_UPDATE = frozenset({"fedmedian", "fedtrimmedavg", "krum", "bulyan"})
