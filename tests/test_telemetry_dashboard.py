@@ -13,11 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
+
+from fedllm.telemetry.rounds import RunTelemetry
 
 GRAFANA = Path(__file__).resolve().parents[1] / "docker" / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards" / "fedllm.json").read_text())
 STRINGS = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`""")
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+# Queried metrics a run exports only with DP on (checked by a DP round below).
+ONLY_WITH_DP = {"fedllm_privacy_epsilon"}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -92,5 +97,34 @@ def test_every_query_uses_the_provisioned_datasource() -> None:
     panels = [p for row in DASHBOARD["panels"] for p in [row, *row.get("panels", [])]]
     targets = [target for panel in panels for target in panel.get("targets", [])]
     used = [item["datasource"] for item in [*panels, *targets] if "datasource" in item]
-    assert len(used) == len(panels) - 4 + len(targets)  # all but the 4 rows
+    rows = [panel for panel in panels if panel["type"] == "row"]
+    assert len(used) == len(panels) - len(rows) + len(targets)
     assert all(ds == {"type": source["type"], "uid": source["uid"]} for ds in used)
+
+
+def test_the_second_wave_has_its_panels() -> None:
+    """ε per site, policy refusals, micro-batch and memory adaptations, gateway refusals."""
+    panels = {panel["title"]: panel for panel in DASHBOARD["panels"]}
+    wanted = {
+        "ε spent per site": "fedllm_privacy_epsilon",
+        "Policy refusals": "fedllm_policy_refusals_total",
+        "Micro-batch size": "fedllm_node_micro_batch",
+        "Memory adaptations": "fedllm_node_memory_adaptations_total",
+        "Gateway refusals": "fedllm_gateway_refusals_total",
+    }
+    for title, metric in wanted.items():
+        assert title in panels, title
+        exprs = [target["expr"] for target in panels[title]["targets"]]
+        assert any(metric in metric_names(expr) for expr in exprs), title
+
+
+def test_epsilon_is_exported_by_a_dp_round() -> None:
+    """The one queried metric a plain run never exports (test_telemetry_prometheus.py runs
+    without DP): the ServerApp's telemetry exports it for a DP round, under that name."""
+    RunTelemetry(7, "fedavg", 2).closed({
+        "round": 1, "privacy": {"epsilon": 1.5, "delta": 1e-5},
+        "exchanges": {"train": {"nodes": [{"site": "site-a", "dp-epsilon": 2.5}]}},
+    })  # fmt: skip
+    exported = {metric.name for metric in REGISTRY.collect() for _ in metric.samples}
+    assert exported >= ONLY_WITH_DP
+    assert queried_metrics(DASHBOARD) >= ONLY_WITH_DP

@@ -181,11 +181,17 @@ def superlink_command(
     metrics_dir: MetricsDir = None,
 ) -> None:
     """The SuperLink on loopback behind its mutual-TLS gateway on HOST:PORT."""
+    from fedllm.identity.audit import AUDIT_FILE
     from fedllm.telemetry.exporter import start_exporter
+    from fedllm.telemetry.gateway import GatewayRefusals
     from superlink.service import serve
 
     certificates = [certs / "superlink.crt", certs / "ca.crt"]
-    start_exporter("superlink", "superlink", metrics_host, metrics_port, metrics_dir, certificates)
+    refusals = GatewayRefusals(state.resolve() / AUDIT_FILE)
+    start_exporter(
+        "superlink", "superlink", metrics_host, metrics_port, metrics_dir, certificates,
+        collectors=[refusals],
+    )  # fmt: skip
     serve(certs.resolve(), state.resolve(), host, port, tuple(name or ()), register_certs)
 
 

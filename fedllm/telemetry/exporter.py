@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -41,13 +41,18 @@ class ConstantLabels(Collector):
 
 
 def build_registry(
-    role: str, node: str, metrics_dir: Path, certificates: list[Path]
+    role: str,
+    node: str,
+    metrics_dir: Path,
+    certificates: list[Path],
+    collectors: Sequence[Collector] = (),
 ) -> CollectorRegistry:
-    """App metrics from `metrics_dir` and host figures, all labelled with role and node."""
+    """App metrics from `metrics_dir`, host figures and the role's own `collectors`, all
+    labelled with role and node."""
     registry = CollectorRegistry(auto_describe=False)
     apps = MultiProcessCollector(None, path=str(metrics_dir))
     host = HostCollector(certificates)
-    registry.register(ConstantLabels({"role": role, "node": node}, apps, host))
+    registry.register(ConstantLabels({"role": role, "node": node}, apps, host, *collectors))
     return registry
 
 
@@ -76,7 +81,13 @@ def serve(host: str, port: int, registry: CollectorRegistry) -> None:
 
 
 def start_exporter(
-    role: str, node: str, host: str, port: int, metrics_dir: Path | None, certificates: list[Path]
+    role: str,
+    node: str,
+    host: str,
+    port: int,
+    metrics_dir: Path | None,
+    certificates: list[Path],
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """Empty `metrics_dir` (default: a new temporary one), hand it to this process's children,
     and serve /metrics on host:port; port 0 means no exporter."""
@@ -86,6 +97,6 @@ def start_exporter(
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):  # values of an earlier life of this role
         stale.unlink()
-    serve(host, port, build_registry(role, node, metrics_dir, certificates))
+    serve(host, port, build_registry(role, node, metrics_dir, certificates, collectors))
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     print(f"fedllm: metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)

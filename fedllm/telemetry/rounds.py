@@ -49,8 +49,9 @@ class RunTelemetry:
         self.mark = now
         self.progress(server_round)
         trained = record.get("exchanges", {}).get("train", {}).get("nodes", [])
-        for node in trained:  # each site's counter exists at 0 from its first round
+        for node in trained:  # each site's counters exist at 0 from its first round
             metrics.UPDATES_REJECTED.labels(*self.labels, node["site"])
+            metrics.POLICY_REFUSALS.labels(*self.labels, node["site"])
         for rejected in record.get("rejected", []):
             metrics.UPDATES_REJECTED.labels(*self.labels, rejected["site"]).inc()
         for refused in record.get("refused", []):
