@@ -55,6 +55,9 @@ def test_unknown_set_key_and_bad_option(local: list[str]) -> None:
     [
         (["dp=sgd", "dp-epsilon=3", "dp-delta=1"], "'dp-delta'"),
         (["dp=server", "dp-noise=1", "strategy=krum"], "fedavg only"),
+        (["secure-aggregation=secaggplus", "secagg-threshold=4"], "above the 3 sites"),
+        (["secure-aggregation=secaggplus", "strategy=krum"], "strategy krum"),
+        (["secure-aggregation=secaggplus", "dp=server", "dp-noise=1"], "dp=server"),
     ],
 )
 def test_privacy_settings_that_cannot_apply(

@@ -110,8 +110,8 @@ def test_sites_killed_after_sharing_keys(demo_assets: tuple[Path, Path], tmp_pat
     fed = federation(run_dir, [{}, {}, {"faults": ",hang"}, {"faults": "hang"}])
     run = run_settings(
         demo_assets, run_dir, num_server_rounds=2, min_nodes=3, fraction_evaluate=0.0,
-        secure_aggregation="secaggplus", secagg_threshold=3, secagg_timeout=20.0,
-        round_timeout=30.0,
+        secure_aggregation="secaggplus", secagg_threshold=3, secagg_timeout=15.0,
+        round_timeout=20.0,
     )  # fmt: skip
     with fed:
         run_id = fed.submit(FAULTY_APP, run.to_run_config())
