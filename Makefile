@@ -9,7 +9,7 @@ ROUNDS ?= 3
 MODEL ?= $(DEMO)/model
 DATASET ?= $(DEMO)/reviews.parquet
 
-.PHONY: run test test-containers lint system bench-quality bench-privacy bench-overhead bench-scaling
+.PHONY: run test test-containers lint system bench-quality bench-privacy bench-overhead bench-scaling bench-secagg
 
 system:
 	scripts/system-deps.sh
@@ -40,6 +40,7 @@ $(BIN)/.deploy-tools: scripts/deploy-tools.sh $(BIN)/.installed
 
 test: lint $(BIN)/.deploy-tools
 	scripts/system-deps.sh prometheus
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest
 
 # Real containers: Docker engine, images from a local base, `docker compose up` of a federation.
@@ -55,6 +56,11 @@ bench-quality: $(BIN)/.installed
 bench-privacy: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/privacy.py --out bench/privacy.json --plot docs/privacy.png
+
+# Secure aggregation's cost: round time and bytes per site, 3/5/8 sites, tiny GPT-2 and MiniLM.
+bench-secagg: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/secagg.py --out bench/secagg.json
 
 # A SuperNode vs a bare PEFT loop (MiniLM on real reviews, then the tiny GPT-2): bench/overhead.json.
 BENCH_DEMO := runs/bench-demo
