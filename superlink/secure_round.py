@@ -41,6 +41,8 @@ from fedllm.privacy.secagg import (
 )
 from fedllm.settings import RunSettings
 
+# What a masked update's metrics must say for the server to weigh it.
+WEIGHED = frozenset({"num-examples", "secagg-weight"})
 # (messages, timeout, stage name) -> replies: the RoundGrid's timed, recorded exchange.
 Exchange = Callable[[list[Message], float | None, str], list[Message]]
 Sums = dict[str, np.ndarray]
@@ -65,11 +67,14 @@ def masked_answers(replies: list[Message], sent: ArrayRecord) -> dict[int, Messa
     shapes = {name: tuple(array.shape) for name, array in sent.items()}
     found = {}
     for reply in replies:
-        record = reply.content.array_records.get(MASKED) if reply.has_content() else None
-        if record is not None and "metrics" in reply.content.metric_records:
-            got = {name: tuple(array.shape) for name, array in record.items()}
-            if got == shapes and all(array.dtype == WIRE for array in record.values()):
-                found[reply.metadata.src_node_id] = reply
+        if not reply.has_content() or MASKED not in reply.content.array_records:
+            continue
+        record = reply.content.array_records[MASKED]
+        metrics = reply.content.metric_records.get("metrics", MetricRecord())
+        got = {name: tuple(array.shape) for name, array in record.items()}
+        wire = all(array.dtype == WIRE for array in record.values())
+        if got == shapes and wire and set(metrics) >= WEIGHED:
+            found[reply.metadata.src_node_id] = reply
     return found
 
 
@@ -84,21 +89,21 @@ class SecureRound:
         sent = {message.metadata.dst_node_id: message for message in messages}
         needed = threshold(self.run, len(sent))
         self.enough(sent, needed, "were sampled")
-        keys = self.ask(sent, SETUP, lambda _node: ConfigRecord())
+        keys = self.ask(sent, SETUP, ConfigRecord())
         self.enough(keys, needed, "advertised keys")
         nids = list(keys)
         advertised = ConfigRecord({
             "nids": nids, "pk1s": [blob(keys[n], "pk1") for n in nids],
             "pk2s": [blob(keys[n], "pk2") for n in nids], "threshold": [needed],
         })  # fmt: skip
-        shared = self.ask({n: sent[n] for n in nids}, SHARE_KEYS, lambda _node: advertised)
+        shared = self.ask({n: sent[n] for n in nids}, SHARE_KEYS, advertised)
         self.enough(shared, needed, "shared their keys")
         collected = self.collect(sent, shared)
         self.enough(collected, needed, "sent a masked update")
         dead = [node for node in shared if node not in collected]
         survivors = {node: sent[node] for node in collected}
         unmask = protocol_record(active=list(collected), dead=dead)
-        shares = self.ask(survivors, UNMASK, lambda _node: unmask)
+        shares = self.ask(survivors, UNMASK, unmask)
         self.enough(shares, needed, "sent unmasking shares")
         total = unmasked_sum(collected, shares, dead, advertised)
         return self.aggregate(messages[0], collected, total, len(sent))
@@ -111,13 +116,14 @@ class SecureRound:
             )
 
     def ask(
-        self, sent: dict[int, Message], stage: str, fields: Callable[[int], ConfigRecord]
+        self, sent: dict[int, Message], stage: str, fields: ConfigRecord
     ) -> dict[int, ConfigRecord]:
-        """Send a key stage to every node in `sent`; their well-formed answers."""
-        messages = []
-        for node, original in sent.items():
-            record = ConfigRecord({**fields(node), "stage": stage})
-            messages.append(stage_message(original, RecordDict({SECAGG: record})))
+        """Send a key stage (the same `fields` to all) to every node in `sent`; their
+        well-formed answers."""
+        record = ConfigRecord({**fields, "stage": stage})
+        messages = [
+            stage_message(original, RecordDict({SECAGG: record})) for original in sent.values()
+        ]
         replies = self.exchange(messages, self.run.secagg_timeout, f"secagg-{stage}")
         return key_answers(replies, stage)
 
