@@ -30,7 +30,7 @@ METRIC_KEYS = frozenset({
     "gradient-checkpointing", "memory-oom-recoveries", "memory-pressure-halvings",
     "memory-growths", "memory-pressure-max", "memory-usage-max", "memory-budget-bytes",
     "memory-row-bytes", "dp-epsilon", "dp-delta", "dp-site-epsilon", "dp-noise-multiplier",
-    "eval-loss", "eval-accuracy", "eval-f1", "site-weight", *SITE_METRICS,
+    "eval-loss", "eval-accuracy", "eval-f1", "site-weight",
 })  # fmt: skip
 
 

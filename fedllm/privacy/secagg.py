@@ -64,9 +64,12 @@ def check_secure_aggregation(run: RunSettings, sites: int | None = None) -> None
     if run.secagg_threshold == 1:
         raise FedllmError("secagg-threshold must be at least 2 (1 would unmask a single site)")
     if sites is not None and threshold(run, sites) > sites:
-        raise FedllmError(
-            f"secagg-threshold {run.secagg_threshold} is above the {sites} sites of the run"
+        setting = (
+            f"secagg-threshold {run.secagg_threshold}"
+            if run.secagg_threshold
+            else ("secure aggregation's threshold of 2")
         )
+        raise FedllmError(f"{setting} is above the {sites} sites of the run")
 
 
 def threshold(run: RunSettings, sampled: int) -> int:
