@@ -31,6 +31,9 @@ DpMode = Literal["none", "sgd", "server", "client"]
 # Which weights DP-SGD trains: the head alone, LoRA's B matrices (A stays at its shared random
 # init, FFA-LoRA) and the head, or every adapter weight (supernode.dp_sgd).
 DpParams = Literal["head", "lora-b", "lora"]
+# What the classification head reads: the architecture's own token (BERT's [CLS], GPT-2's last
+# token), the mean of the token states (fedllm.learning.pooling), or mean with DP-SGD only.
+Pooling = Literal["auto", "model", "mean"]
 
 
 class RunSettings(BaseSettings):
@@ -81,6 +84,11 @@ class RunSettings(BaseSettings):
     lora_targets: str = Field(
         "",
         description="Comma list of modules LoRA wraps; empty: peft's usual ones for the model.",
+    )
+    pooling: Pooling = Field(
+        "auto",
+        description="What the head reads: model (its own token), mean (of the token states); "
+        "auto: mean with dp=sgd, else model.",
     )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="bitsandbytes base weights, CUDA hosts only."

@@ -30,7 +30,7 @@ from supernode.egress_guard import egress_guard
 from supernode.microbatch import plan
 from supernode.private_round import Refused, privacy_for
 from supernode.secure_aggregation import secure_aggregation
-from supernode.site import open_site
+from supernode.site import cache_dir, open_site
 from supernode.site_policy import allowed_metrics, load_policy
 from supernode.train import train
 
@@ -67,7 +67,8 @@ def train_round(msg: Message, context: Context) -> Message:
     adaptation = None
     if private is not None:
         physical = site.run.batch_size
-        stats = train_private(site.model, site.train, pad_id, site.device, private, physical)
+        cache = cache_dir(site.node)
+        stats = train_private(site.model, site.train, pad_id, site.device, private, physical, cache)
     else:
         adaptation = plan(site)  # a trial step fits the micro-batch to free memory
         stats = train(

@@ -16,17 +16,22 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from opacus import PrivacyEngine
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import switch_generator
+from opacus.grad_sample import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
+from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader
 
 from fedllm.learning.batches import Encoded, PadBatch
+from fedllm.learning.pooling import MeanPooledClassifier
 from fedllm.settings import DpParams
+from supernode.pooled_features import cached_features, pooled_classifier
 from supernode.train import Tally, TrainStats, rows
 
 MOMENTUM = 0.9
@@ -69,14 +74,13 @@ def is_trained(name: str, params: DpParams) -> bool:
 
 
 @contextmanager
-def trained_only(model: nn.Module, params: DpParams) -> Iterator[list[nn.Parameter]]:
+def trained_only(model: nn.Module, params: DpParams) -> Iterator[None]:
     """Freeze the adapter weights `params` leaves out; restore every flag on exit."""
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    chosen = [p for name, p in trainable.items() if is_trained(name, params)]
     for name, param in trainable.items():
         param.requires_grad_(is_trained(name, params))
     try:
-        yield chosen
+        yield
     finally:
         for param in trainable.values():
             param.requires_grad_(True)
@@ -122,6 +126,94 @@ def logical_step(
     return loss_sum / total
 
 
+def make_private(
+    module: nn.Module, loader: DataLoader, plan: DpSgd, device: torch.device
+) -> tuple[GradSampleModule, DPOptimizer, DataLoader]:
+    """opacus' per-example clipping, noise and Poisson draws for `module`'s trainable weights,
+    with noise and draws no one can replay from the run's public seed."""
+    trained = [param for param in module.parameters() if param.requires_grad]
+    optimizer = torch.optim.SGD(trained, lr=plan.lr, momentum=MOMENTUM)
+    engine = PrivacyEngine(accountant="rdp")
+    module.train()  # opacus refuses a model in evaluation mode
+    with warnings.catch_warnings():  # opacus warns about its own secure-RNG default
+        warnings.simplefilter("ignore")
+        private, optimizer, draws = engine.make_private(
+            module=module,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.clip,
+            poisson_sampling=True,
+            noise_generator=fresh_generator(device),
+        )
+    draws = switch_generator(data_loader=draws, generator=fresh_generator())
+    private.train()
+    return private, optimizer, draws
+
+
+def train_head(
+    classifier: MeanPooledClassifier,
+    records: Encoded,
+    pad_id: int,
+    device: torch.device,
+    plan: DpSgd,
+    physical: int,
+    cache: Path | None,
+) -> Tally:
+    """DP-SGD on the linear head alone, over pooled features computed once (`pooled_features`)."""
+    tally = Tally()
+    features, tally.tokens = cached_features(classifier, records, pad_id, device, physical, cache)
+    loader = DataLoader(features, batch_size=plan.batch_size)
+    private, optimizer, draws = make_private(classifier.score, loader, plan, device)
+    try:
+        while tally.steps < plan.steps:
+            for pooled, labels in draws:
+                if len(labels) > 0:
+                    pooled, labels = pooled.to(device), labels.to(device)
+                    loss = cross_entropy(private(pooled), labels)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    tally.loss_sum += float(loss.detach()) * len(labels)
+                    tally.examples += len(labels)
+                else:  # an empty Poisson draw
+                    noise_only_step(optimizer)
+                tally.steps += 1
+                if tally.steps >= plan.steps:
+                    break
+    finally:
+        private.to_standard_module()
+    return tally
+
+
+def train_model(
+    model: nn.Module,
+    records: Encoded,
+    pad_id: int,
+    device: torch.device,
+    plan: DpSgd,
+    physical: int,
+) -> Tally:
+    """DP-SGD through the whole model, each logical batch in micro-batches of `physical` rows."""
+    loader = DataLoader(records, batch_size=plan.batch_size, collate_fn=PadBatch(pad_id))
+    tally = Tally()
+    private, optimizer, draws = make_private(model, loader, plan, device)
+    try:
+        while tally.steps < plan.steps:
+            for batch in draws:
+                if isinstance(batch, dict) and len(batch["labels"]) > 0:
+                    batch = {key: value.to(device) for key, value in batch.items()}
+                    tally.add(batch, logical_step(private, optimizer, batch, physical))
+                else:  # an empty Poisson draw
+                    noise_only_step(optimizer)
+                tally.steps += 1
+                if tally.steps >= plan.steps:
+                    break
+    finally:
+        private.to_standard_module()  # no opacus hooks left on the model the reply is read
+    return tally
+
+
 def train_private(
     model: nn.Module,
     records: Encoded,
@@ -129,38 +221,15 @@ def train_private(
     device: torch.device,
     plan: DpSgd,
     physical: int,
+    cache: Path | None = None,
 ) -> TrainStats:
-    """SGD with momentum for `plan.steps` DP-SGD steps on Poisson batches of `records`."""
-    loader = DataLoader(records, batch_size=plan.batch_size, collate_fn=PadBatch(pad_id))
-    tally = Tally()
-    with trained_only(model, plan.params) as trained:
-        optimizer = torch.optim.SGD(trained, lr=plan.lr, momentum=MOMENTUM)
-        engine = PrivacyEngine(accountant="rdp")
-        model.train()  # opacus refuses a model in evaluation mode
-        with warnings.catch_warnings():  # opacus warns about its own secure-RNG default
-            warnings.simplefilter("ignore")
-            private, optimizer, draws = engine.make_private(
-                module=model,
-                optimizer=optimizer,
-                data_loader=loader,
-                noise_multiplier=plan.noise_multiplier,
-                max_grad_norm=plan.clip,
-                poisson_sampling=True,
-                noise_generator=fresh_generator(device),
-            )
-        draws = switch_generator(data_loader=draws, generator=fresh_generator())
-        private.train()
-        try:
-            while tally.steps < plan.steps:
-                for batch in draws:
-                    if isinstance(batch, dict) and len(batch["labels"]) > 0:
-                        batch = {key: value.to(device) for key, value in batch.items()}
-                        tally.add(batch, logical_step(private, optimizer, batch, physical))
-                    else:  # an empty Poisson draw
-                        noise_only_step(optimizer)
-                    tally.steps += 1
-                    if tally.steps >= plan.steps:
-                        break
-        finally:
-            private.to_standard_module()  # no opacus hooks left on the model the reply is read
+    """SGD with momentum for `plan.steps` DP-SGD steps on Poisson batches of `records`: on
+    pooled features (kept in `cache`) when only a mean-pooled head trains, else through the
+    model."""
+    classifier = pooled_classifier(model)
+    with trained_only(model, plan.params):
+        if plan.params == "head" and classifier is not None:
+            tally = train_head(classifier, records, pad_id, device, plan, physical, cache)
+        else:
+            tally = train_model(model, records, pad_id, device, plan, physical)
     return tally.stats()

@@ -55,39 +55,31 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     )
 
 
-class TokenCache:
-    """`tokens-<key>.npz` files under one directory, written atomically."""
+class ArrayCache:
+    """`<prefix>-<key>.npz` files of named arrays under one directory, written atomically."""
 
-    def __init__(self, directory: Path, keep: int = KEEP) -> None:
+    def __init__(self, directory: Path, prefix: str, keep: int = KEEP) -> None:
         self.directory = directory
+        self.prefix = prefix
         self.keep = keep
 
     def path(self, key: str) -> Path:
         """Where the entry for `key` lives."""
-        return self.directory / f"tokens-{key}.npz"
+        return self.directory / f"{self.prefix}-{key}.npz"
 
-    def load(self, key: str) -> dict[str, Encoded] | None:
-        """The cached splits, or None when absent or unreadable (then rebuilt and replaced)."""
+    def load_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+        """The cached arrays, or None when absent or unreadable (then rebuilt and replaced)."""
         path = self.path(key)
         try:
             with np.load(path) as stored:
-                names = {name.partition(".")[0] for name in stored.files}
-                splits = {
-                    name: Encoded(*(stored[f"{name}.{field}"] for field in FIELDS))
-                    for name in names
-                }
+                arrays = {name: stored[name] for name in stored.files}
             os.utime(path)  # recently used: pruned last
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
-        return splits
+        return arrays
 
-    def save(self, key: str, splits: dict[str, Encoded]) -> None:
-        """Store `splits`; a failure (full or read-only disk) only costs the next message time."""
-        arrays = {
-            f"{name}.{field}": getattr(encoded, field)
-            for name, encoded in splits.items()
-            for field in FIELDS
-        }
+    def save_arrays(self, key: str, arrays: dict[str, Any]) -> None:
+        """Store `arrays`; a failure (full or read-only disk) only costs the next message time."""
         part: Path | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -98,7 +90,7 @@ class TokenCache:
                 np.savez(out, **arrays)
             os.replace(part, self.path(key))
         except OSError as err:
-            log.warning("token cache %s not written: %s", self.directory, err)
+            log.warning("%s cache %s not written: %s", self.prefix, self.directory, err)
             if part is not None:
                 part.unlink(missing_ok=True)
             return
@@ -107,10 +99,41 @@ class TokenCache:
     def prune(self) -> None:
         """Keep the `keep` most recently used entries."""
         entries = sorted(
-            self.directory.glob("tokens-*.npz"), key=lambda path: path.stat().st_mtime, reverse=True
+            self.directory.glob(f"{self.prefix}-*.npz"),
+            key=lambda path: path.stat().st_mtime,
+            reverse=True,
         )
         for stale in entries[self.keep :]:
             stale.unlink(missing_ok=True)
+
+
+class TokenCache(ArrayCache):
+    """Tokenised splits (`Encoded` each) as `tokens-<key>.npz` files."""
+
+    def __init__(self, directory: Path, keep: int = KEEP) -> None:
+        super().__init__(directory, "tokens", keep)
+
+    def load(self, key: str) -> dict[str, Encoded] | None:
+        """The cached splits, or None when absent or unreadable."""
+        arrays = self.load_arrays(key)
+        if arrays is None:
+            return None
+        names = {name.partition(".")[0] for name in arrays}
+        try:
+            return {
+                name: Encoded(*(arrays[f"{name}.{field}"] for field in FIELDS)) for name in names
+            }
+        except KeyError:
+            return None
+
+    def save(self, key: str, splits: dict[str, Encoded]) -> None:
+        """Store `splits`."""
+        arrays = {
+            f"{name}.{field}": getattr(encoded, field)
+            for name, encoded in splits.items()
+            for field in FIELDS
+        }
+        self.save_arrays(key, arrays)
 
     def get(
         self, key: str | None, build: Callable[[], dict[str, Encoded]]

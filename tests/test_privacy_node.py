@@ -125,10 +125,12 @@ def test_releases_survive_in_the_ledger_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("params", ["lora-b", "lora", "head"])
 @pytest.mark.parametrize("noise", [0.0, 1.0])
+@pytest.mark.parametrize("pooling", ["model", "mean"])
 def test_dp_sgd_moves_every_weight_it_trains_and_no_other(
-    demo_assets: tuple[Path, Path], params: str, noise: float
+    demo_assets: tuple[Path, Path], params: str, noise: float, pooling: str
 ) -> None:
-    """opacus issue #820: LoRA weights once stayed silently unchanged under DP-SGD."""
+    """opacus issue #820: LoRA weights once stayed silently unchanged under DP-SGD. A mean-pooled
+    head alone trains on pooled features (supernode.pooled_features): its weights move too."""
     import pandas as pd
     import torch
 
@@ -138,7 +140,8 @@ def test_dp_sgd_moves_every_weight_it_trains_and_no_other(
 
     model_dir, reviews = demo_assets
     tokenizer = load_tokenizer(str(model_dir))
-    model = build_model(RunSettings(model=str(model_dir)), tokenizer, torch.device("cpu"))
+    run = RunSettings(model=str(model_dir), pooling=pooling)
+    model = build_model(run, tokenizer, torch.device("cpu"))
     with torch.no_grad():  # LoRA B starts at zero: A would get no gradient through it
         for name, param in model.named_parameters():
             if "lora_B" in name:

@@ -2,7 +2,9 @@
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
 from transformers import (
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
@@ -12,6 +14,7 @@ from transformers import (
 
 from fedllm.errors import FedllmError
 from fedllm.learning.data import hub_hint
+from fedllm.learning.pooling import MeanPooledClassifier
 from fedllm.settings import RunSettings
 
 NUM_LABELS = 2
@@ -54,15 +57,32 @@ def quantization_config(mode: str, device: torch.device) -> BitsAndBytesConfig |
     )
 
 
+def pooling_of(run: RunSettings) -> str:
+    """The run's pooling with `auto` resolved: the mean of token states under DP-SGD."""
+    if run.pooling == "auto":
+        return "mean" if run.dp == "sgd" else "model"
+    return run.pooling
+
+
 def load_base(
-    name: str, pad_token_id: int, quantization: BitsAndBytesConfig | None = None
-) -> PreTrainedModel:
-    """The pretrained model with a freshly initialised 2-label classification head."""
-    kwargs: dict[str, object] = {"num_labels": NUM_LABELS}
+    name: str,
+    pad_token_id: int,
+    quantization: BitsAndBytesConfig | None = None,
+    pooling: str = "model",
+) -> PreTrainedModel | MeanPooledClassifier:
+    """The pretrained model with a freshly initialised 2-label classification head: the
+    architecture's own, or a linear one on the mean of the token states (`pooling` mean)."""
+    kwargs: dict[str, object] = {}
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": 0})
     try:
-        base = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+        if pooling == "mean":
+            backbone = AutoModel.from_pretrained(name, **kwargs)
+            backbone.config.pad_token_id = pad_token_id
+            return MeanPooledClassifier(backbone, NUM_LABELS)
+        base = AutoModelForSequenceClassification.from_pretrained(
+            name, num_labels=NUM_LABELS, **kwargs
+        )
     except (OSError, ValueError) as err:
         raise FedllmError(hub_hint(f"model {name!r}", "--model", err)) from None
     base.config.pad_token_id = pad_token_id
@@ -90,7 +110,7 @@ def build_model(
     """Base model + LoRA adapter; only adapter and head weights are trainable."""
     torch.manual_seed(run.seed)
     bnb = quantization_config(quantization or run.quantization, device)
-    base = load_base(run.model, int(tokenizer.pad_token_id), bnb)
+    base: nn.Module = load_base(run.model, int(tokenizer.pad_token_id), bnb, pooling_of(run))
     if bnb is not None:
         base = prepare_model_for_kbit_training(base)
     try:

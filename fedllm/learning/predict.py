@@ -8,7 +8,8 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from fedllm.errors import FedllmError
-from fedllm.learning.model import load_base, load_tokenizer
+from fedllm.learning.model import load_base, load_tokenizer, pooling_of
+from fedllm.settings import RunSettings
 
 LABELS = ("negative", "positive")
 
@@ -20,7 +21,8 @@ def load_classifier(run_dir: Path) -> tuple[PeftModel, PreTrainedTokenizerBase, 
         raise FedllmError(f"no final adapter in {run_dir}: was the run finished?")
     settings = json.loads((run_dir / "run.json").read_text())
     tokenizer = load_tokenizer(str(final))
-    base = load_base(settings["model"], int(tokenizer.pad_token_id))
+    pooling = pooling_of(RunSettings(**settings))
+    base = load_base(settings["model"], int(tokenizer.pad_token_id), pooling=pooling)
     model = PeftModel.from_pretrained(base, final)
     model.eval()
     return model, tokenizer, int(settings["max_length"])

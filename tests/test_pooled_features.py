@@ -1,0 +1,83 @@
+"""The mean-pooled classifier DP-SGD trains on, and its features kept between rounds."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from peft import PeftModel
+
+from fedllm.learning.batches import encode
+from fedllm.learning.model import build_model, load_base, load_tokenizer, pooling_of
+from fedllm.learning.pooling import MeanPooledClassifier, mean_of_tokens
+from fedllm.settings import RunSettings
+from supernode import pooled_features
+from supernode.pooled_features import cached_features, pooled_classifier
+
+CPU = torch.device("cpu")
+
+
+def test_auto_pooling_is_the_mean_under_dp_sgd_only() -> None:
+    assert pooling_of(RunSettings(dp="sgd")) == "mean"
+    assert pooling_of(RunSettings(dp="server", dp_noise=1.0)) == "model"
+    assert pooling_of(RunSettings()) == "model"
+    assert pooling_of(RunSettings(pooling="mean")) == "mean"
+    assert pooling_of(RunSettings(dp="sgd", pooling="model")) == "model"
+
+
+def test_the_mean_ignores_padding() -> None:
+    states = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    pooled = mean_of_tokens(states, mask)
+    assert torch.equal(pooled[0], states[0, :2].mean(dim=0))
+    assert torch.equal(pooled[1], states[1].mean(dim=0))
+
+
+def test_a_saved_mean_pooled_adapter_classifies_alike_when_loaded(
+    demo_assets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`fedllm predict` rebuilds the same classifier from run.json's pooling."""
+    model_dir, _ = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    model = build_model(RunSettings(model=str(model_dir), dp="sgd"), tokenizer, CPU)
+    assert isinstance(pooled_classifier(model), MeanPooledClassifier)
+    with torch.no_grad():
+        model.base_model.model.score.modules_to_save["default"].weight.normal_()
+    model.save_pretrained(tmp_path)
+    pad = int(tokenizer.pad_token_id)
+    loaded = PeftModel.from_pretrained(load_base(str(model_dir), pad, pooling="mean"), tmp_path)
+    batch = tokenizer(["a fine film", "dull and far too long"], padding=True, return_tensors="pt")
+    model.eval()
+    loaded.eval()
+    assert torch.allclose(model(**batch).logits, loaded(**batch).logits)
+
+
+def test_features_are_read_back_until_the_encoder_changes(
+    demo_assets: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir, reviews = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    model = build_model(RunSettings(model=str(model_dir), pooling="mean"), tokenizer, CPU)
+    classifier = pooled_classifier(model)
+    assert classifier is not None
+    table = pd.read_parquet(reviews).head(24)
+    records = encode(list(table.text), list(table.label), tokenizer, 32)
+    pad = int(tokenizer.pad_token_id)
+    computed = []
+    compute = pooled_features.pooled_features
+
+    def counting(*args: object) -> tuple:
+        computed.append(1)
+        return compute(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pooled_features, "pooled_features", counting)
+    first, tokens = cached_features(classifier, records, pad, CPU, 8, tmp_path)
+    again, tokens_again = cached_features(classifier, records, pad, CPU, 8, tmp_path)
+    assert len(computed) == 1 and tokens == tokens_again == int(records.lengths().sum())
+    assert torch.equal(first.tensors[0], again.tensors[0])
+    assert torch.equal(again.tensors[1], torch.as_tensor(records.labels))
+    with torch.no_grad():  # a new global adapter: other features
+        next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.5)
+    changed, _ = cached_features(classifier, records, pad, CPU, 8, tmp_path)
+    assert len(computed) == 2 and not torch.allclose(changed.tensors[0], first.tensors[0])
+    assert len(list(tmp_path.glob("pooled-*.npz"))) == 2
