@@ -32,8 +32,9 @@ DpMode = Literal["none", "sgd", "server", "client"]
 # init, FFA-LoRA) and the head, or every adapter weight (supernode.dp_sgd).
 DpParams = Literal["head", "lora-b", "lora"]
 # What the classification head reads: the architecture's own token (BERT's [CLS], GPT-2's last
-# token), the mean of the token states (fedllm.learning.pooling), or mean with DP-SGD only.
-Pooling = Literal["auto", "model", "mean"]
+# token), the mean of the last layer's token states, or of every layer's (fedllm.learning.pooling);
+# auto: layers with DP-SGD, else model.
+Pooling = Literal["auto", "model", "mean", "layers"]
 
 
 class RunSettings(BaseSettings):
@@ -87,8 +88,8 @@ class RunSettings(BaseSettings):
     )
     pooling: Pooling = Field(
         "auto",
-        description="What the head reads: model (its own token), mean (of the token states); "
-        "auto: mean with dp=sgd, else model.",
+        description="What the head reads: model (its own token), mean (of the last layer's "
+        "token states), layers (of every layer's); auto: layers with dp=sgd, else model.",
     )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="bitsandbytes base weights, CUDA hosts only."

@@ -17,8 +17,8 @@ from supernode.pooled_features import cached_features, pooled_classifier
 CPU = torch.device("cpu")
 
 
-def test_auto_pooling_is_the_mean_under_dp_sgd_only() -> None:
-    assert pooling_of(RunSettings(dp="sgd")) == "mean"
+def test_auto_pooling_is_the_layer_mean_under_dp_sgd_only() -> None:
+    assert pooling_of(RunSettings(dp="sgd")) == "layers"
     assert pooling_of(RunSettings(dp="server", dp_noise=1.0)) == "model"
     assert pooling_of(RunSettings()) == "model"
     assert pooling_of(RunSettings(pooling="mean")) == "mean"
@@ -33,6 +33,25 @@ def test_the_mean_ignores_padding() -> None:
     assert torch.equal(pooled[1], states[1].mean(dim=0))
 
 
+def test_layers_pooling_averages_every_block_and_mean_the_last(
+    demo_assets: tuple[Path, Path],
+) -> None:
+    model_dir, _ = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    batch = tokenizer(["a fine film", "dull and far too long"], padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    pad = int(tokenizer.pad_token_id)
+    mean, layers = (load_base(str(model_dir), pad, pooling=kind) for kind in ("mean", "layers"))
+    assert isinstance(mean, MeanPooledClassifier) and isinstance(layers, MeanPooledClassifier)
+    states = mean.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    blocks = states.hidden_states[1:]
+    assert len(blocks) == mean.config.num_hidden_layers
+    expected = mean_of_tokens(torch.stack(blocks).mean(dim=0), mask)
+    assert torch.allclose(layers.features(ids, mask), expected, atol=1e-6)
+    assert torch.allclose(mean.features(ids, mask), mean_of_tokens(blocks[-1], mask))
+    assert not torch.allclose(expected, mean_of_tokens(blocks[-1], mask))
+
+
 def test_a_saved_mean_pooled_adapter_classifies_alike_when_loaded(
     demo_assets: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -45,7 +64,8 @@ def test_a_saved_mean_pooled_adapter_classifies_alike_when_loaded(
         model.base_model.model.score.modules_to_save["default"].weight.normal_()
     model.save_pretrained(tmp_path)
     pad = int(tokenizer.pad_token_id)
-    loaded = PeftModel.from_pretrained(load_base(str(model_dir), pad, pooling="mean"), tmp_path)
+    base = load_base(str(model_dir), pad, pooling="layers")
+    loaded = PeftModel.from_pretrained(base, tmp_path)
     batch = tokenizer(["a fine film", "dull and far too long"], padding=True, return_tensors="pt")
     model.eval()
     loaded.eval()
@@ -57,7 +77,7 @@ def test_features_are_read_back_until_the_encoder_changes(
 ) -> None:
     model_dir, reviews = demo_assets
     tokenizer = load_tokenizer(str(model_dir))
-    model = build_model(RunSettings(model=str(model_dir), pooling="mean"), tokenizer, CPU)
+    model = build_model(RunSettings(model=str(model_dir), pooling="layers"), tokenizer, CPU)
     classifier = pooled_classifier(model)
     assert classifier is not None
     table = pd.read_parquet(reviews).head(24)

@@ -125,7 +125,7 @@ def test_releases_survive_in_the_ledger_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("params", ["lora-b", "lora", "head"])
 @pytest.mark.parametrize("noise", [0.0, 1.0])
-@pytest.mark.parametrize("pooling", ["model", "mean"])
+@pytest.mark.parametrize("pooling", ["model", "layers"])
 def test_dp_sgd_moves_every_weight_it_trains_and_no_other(
     demo_assets: tuple[Path, Path], params: str, noise: float, pooling: str
 ) -> None:
@@ -161,7 +161,18 @@ def test_dp_sgd_moves_every_weight_it_trains_and_no_other(
     assert chosen and moved == chosen
     assert {"lora_A" in name for name in chosen} == ({True, False} if params == "lora" else {False})
     assert all(p.requires_grad for name, p in model.named_parameters() if name in trainable)
-    assert not any(module._forward_hooks for module in model.modules())
+    assert not opacus_hooks(model)
+
+
+def opacus_hooks(model: object) -> list:
+    """Hooks opacus left on `model`'s modules (transformers keeps its own output capture)."""
+    hooks = [
+        hook
+        for module in model.modules()  # type: ignore[attr-defined]
+        for table in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks)
+        for hook in table.values()
+    ]
+    return [h for h in hooks if "opacus" in getattr(getattr(h, "func", h), "__module__", "")]
 
 
 def test_dp_sgd_noise_is_not_replayable_from_the_seed(demo_assets: tuple[Path, Path]) -> None:

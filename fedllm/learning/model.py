@@ -58,9 +58,9 @@ def quantization_config(mode: str, device: torch.device) -> BitsAndBytesConfig |
 
 
 def pooling_of(run: RunSettings) -> str:
-    """The run's pooling with `auto` resolved: the mean of token states under DP-SGD."""
+    """The run's pooling with `auto` resolved: token states averaged over layers under DP-SGD."""
     if run.pooling == "auto":
-        return "mean" if run.dp == "sgd" else "model"
+        return "layers" if run.dp == "sgd" else "model"
     return run.pooling
 
 
@@ -71,15 +71,16 @@ def load_base(
     pooling: str = "model",
 ) -> PreTrainedModel | MeanPooledClassifier:
     """The pretrained model with a freshly initialised 2-label classification head: the
-    architecture's own, or a linear one on the mean of the token states (`pooling` mean)."""
+    architecture's own, or a linear one on the mean of the token states (`pooling` mean, or
+    layers: averaged over layers too)."""
     kwargs: dict[str, object] = {}
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": 0})
     try:
-        if pooling == "mean":
+        if pooling in ("mean", "layers"):
             backbone = AutoModel.from_pretrained(name, **kwargs)
             backbone.config.pad_token_id = pad_token_id
-            return MeanPooledClassifier(backbone, NUM_LABELS)
+            return MeanPooledClassifier(backbone, NUM_LABELS, over_layers=pooling == "layers")
         base = AutoModelForSequenceClassification.from_pretrained(
             name, num_labels=NUM_LABELS, **kwargs
         )

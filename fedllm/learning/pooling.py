@@ -1,9 +1,11 @@
-"""A classifier on the mean of a model's token states, the representation sentence encoders
-(MiniLM, sentence-transformers) are trained to produce, for any architecture.
+"""A classifier on the mean of a model's token states, for any architecture.
 
 Hugging Face's sequence-classification heads read one token: BERT's `[CLS]` through its
-pretrained pooler, GPT-2's last token. A linear head on the mean of the real tokens' last
-hidden states is what DP-SGD trains best on (bench/privacy.py, docs/privacy.md).
+pretrained pooler, GPT-2's last token. `mean` averages the real tokens' last hidden states (what
+sentence encoders such as MiniLM are trained to produce); `layers` averages them over every
+layer as well. On frozen MiniLM and real reviews a linear head reads sentiment far better from
+the latter (held-out accuracy 0.83 against 0.80 for the last layer and 0.72 for `[CLS]`), which
+is what DP-SGD trains (docs/privacy.md).
 """
 
 import torch
@@ -20,22 +22,31 @@ def mean_of_tokens(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.
 
 
 class MeanPooledClassifier(nn.Module):
-    """`backbone` (a model without head) → mean of its token states → linear `score`.
+    """`backbone` (a model without head) → mean of its token states (of the last layer, or
+    averaged over all layers: `over_layers`) → linear `score`.
 
     `config` is the backbone's, so peft picks the architecture's LoRA targets, and `score`
     is one of the head names peft's sequence classification trains and saves.
     """
 
-    def __init__(self, backbone: PreTrainedModel, num_labels: int) -> None:
+    def __init__(self, backbone: PreTrainedModel, num_labels: int, over_layers: bool) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config
+        self.over_layers = over_layers
         self.score = nn.Linear(backbone.config.hidden_size, num_labels)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """What the head reads: one vector per row."""
-        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        return mean_of_tokens(output.last_hidden_state, attention_mask)
+        output = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=self.over_layers,
+        )
+        if not self.over_layers:
+            return mean_of_tokens(output.last_hidden_state, attention_mask)
+        layers = output.hidden_states[1:]  # each block's output; [0] is the embeddings'
+        return mean_of_tokens(sum(layers) / len(layers), attention_mask)
 
     def forward(
         self,
