@@ -173,7 +173,7 @@ def main() -> None:
                   "sites": args.sites, "rounds": args.rounds, "seeds": args.seeds,
                   "max-length": args.max_length, "partitioner": "iid",
                   "recipe": {key: value for key, value in RunSettings().model_dump().items()
-                             if key in ("lr", "batch_size", "local_epochs", "dp_params",
+                             if key in ("lr", "batch_size", "local_epochs", "dp_params", "pooling",
                                         "dp_batch_size", "dp_lr", "dp_epochs", "dp_clip")},
                   "cuda": torch.cuda.is_available(), "cpus": os.cpu_count(),
                   "load-average-at-start": [round(x, 2) for x in os.getloadavg()]},
@@ -193,9 +193,9 @@ def main() -> None:
                           "threads": args.threads})  # fmt: skip
 
     if "sgd" in only:
-        add("no-dp", "")
         for budget in (float(value) for value in args.epsilons.split(",") if value):
             add(f"dp-sgd eps{budget:g}", "", dp="sgd", dp_epsilon=budget)
+        add("no-dp", "")
     if "big" in only and args.big_records:
         add("no-dp", "big ")
         add("dp-sgd eps8", "big ", dp="sgd", dp_epsilon=8.0)

@@ -149,11 +149,14 @@ class RunSettings(BaseSettings):
         "head", description="What DP-SGD trains: the head, LoRA's B and the head, or all LoRA."
     )
     dp_batch_size: int = Field(
-        256, ge=1, description="DP-SGD's logical (Poisson) batch, run in micro-batches."
+        1024, ge=1, description="DP-SGD's logical (Poisson) batch, run in micro-batches."
     )
-    dp_lr: float = Field(4.0, gt=0, description="DP-SGD's SGD-with-momentum learning rate.")
+    dp_lr: float = Field(2.0, gt=0, description="DP-SGD's SGD-with-momentum learning rate.")
     dp_epochs: float = Field(
-        4.0, gt=0, description="DP-SGD's passes over a site's records per round."
+        0.0,
+        ge=0,
+        description="DP-SGD's passes over a site's records per round; 0: 20 over pooled "
+        "features (head on mean/layers pooling), else 1 through the model.",
     )
     dp_noise_check: bool = Field(
         True,

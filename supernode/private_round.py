@@ -8,6 +8,7 @@ run's ε past `dp-epsilon`, or the site's ε over all runs past the policy's `ma
 
 from dataclasses import dataclass
 
+from fedllm.learning.model import pooling_of
 from fedllm.privacy.dp import default_delta
 from fedllm.settings import NodeSettings, RunSettings
 from supernode.dp_sgd import DpSgd, logical_batches, plan_noise
@@ -15,6 +16,7 @@ from supernode.privacy_ledger import PrivacyLedger, Release, epsilon
 from supernode.site import Site, flower_home
 from supernode.site_policy import SitePolicy, refusal
 
+FEATURE_PASSES = 20.0  # bench/privacy.py: more passes buy little at ε 8 and cost at ε 1
 TOLERANCE = 1e-3  # relative: opacus finds the noise for a budget to about this precision
 
 
@@ -48,9 +50,18 @@ def ledger_of(node: NodeSettings) -> PrivacyLedger:
     return PrivacyLedger(flower_home() / "fedllm-privacy-ledger.json")
 
 
+def private_passes(run: RunSettings) -> float:
+    """`dp-epochs`, or by default 20 passes when only a mean-pooled head trains on pooled
+    features (each a linear layer's cost), 1 when each step runs the model."""
+    if run.dp_epochs:
+        return run.dp_epochs
+    on_features = run.dp_params == "head" and pooling_of(run) in ("mean", "layers")
+    return FEATURE_PASSES if on_features else 1.0
+
+
 def private_steps(run: RunSettings, batches_per_pass: int) -> int:
-    """Noisy steps a node takes in one DP-SGD round: `dp-epochs` passes of logical batches."""
-    return run.local_steps or max(1, round(run.dp_epochs * batches_per_pass))
+    """Noisy steps a node takes in one DP-SGD round: passes of logical batches."""
+    return run.local_steps or max(1, round(private_passes(run) * batches_per_pass))
 
 
 def plan_round(run: RunSettings, policy: SitePolicy, records: int) -> DpSgd | None:

@@ -207,3 +207,15 @@ def test_site_level_noise_is_stated_and_refused_when_it_swamps_the_aggregate() -
     assert "91x the largest aggregate" in site_noise(allowed, 74_529)
     many = RunSettings(dp="client", dp_noise=0.5, min_nodes=300)
     assert "0.455x" in site_noise(many, 74_529)  # 0.5 * 273 / 300: the sites' signal shows
+
+
+def test_default_passes_are_many_over_pooled_features_and_one_through_the_model() -> None:
+    from supernode.private_round import private_passes
+
+    assert private_passes(RunSettings(dp="sgd")) == 20.0  # head on layer-averaged features
+    assert private_passes(RunSettings(dp="sgd", dp_params="lora-b")) == 1.0
+    assert private_passes(RunSettings(dp="sgd", pooling="model")) == 1.0
+    assert private_passes(RunSettings(dp="sgd", dp_params="lora-b", dp_epochs=3.0)) == 3.0
+    plan = plan_round(RunSettings(dp="sgd", dp_epsilon=8.0), SitePolicy(), RECORDS)
+    assert plan is not None and plan.batch_size == RECORDS and plan.sample_rate == 1.0
+    assert plan.steps == 20 and plan.params == "head"
