@@ -1,14 +1,13 @@
 """Record-level differential privacy on a site: DP-SGD with opacus (per-example clipping + noise).
 
-The recipe (chosen by `bench/privacy.py`, reasons in docs/privacy.md): opacus clips each
-example's gradient to `clip` and adds Gaussian noise of `noise * clip` to each *logical*
-batch's sum, so the noise per example shrinks with the batch: batches are large (`dp-batch-size`,
-Poisson-sampled as the RDP accounting assumes) and run in physical micro-batches of
-`batch-size`. Fewer trained values mean a smaller noise norm (it grows with their square root),
-and noise on LoRA's matrices is carried through every layer above them: by default only the
-classification head trains (`dp-params`; `lora-b` adds LoRA's `B` matrices with `A` frozen,
-FFA-LoRA). SGD with momentum, not Adam, whose per-value normalisation turns pure noise into
-full-size steps.
+The recipe (chosen by `bench/dp_features.py`, reasons in docs/privacy.md): only a linear head
+trains (`dp-params` head), on each review's token states averaged over tokens and layers
+(`pooling` auto → layers), which frozen MiniLM turns into features a linear model reads well;
+the encoder being frozen, those vectors are computed once (`supernode.pooled_features`) and each
+noisy step costs a linear layer's. opacus adds noise of `noise * clip` to each *logical* batch's
+sum, so batches are large (`dp-batch-size`: a whole site of up to 1,024 records), SGD with
+momentum (Adam's per-value normalisation turns pure noise into full-size steps), 20 passes a
+round. `dp-params` lora-b / lora train through the model in micro-batches of `batch-size`.
 """
 
 import os
