@@ -125,7 +125,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--epsilons", default="1,3,8", help="comma list of DP-SGD budgets")
+    parser.add_argument("--epsilons", default="8,3,1", help="comma list of DP-SGD budgets")
     parser.add_argument("--site-noise", type=float, default=1.0, help="dp-noise for dp=server")
     parser.add_argument("--threads", type=int, default=2, help="threads per federation")
     parser.add_argument("--parallel", type=int, default=1, help="federations at a time")
@@ -193,15 +193,16 @@ def main() -> None:
                           "threads": args.threads})  # fmt: skip
 
     if "sgd" in only:
+        add("no-dp", "")
         for budget in (float(value) for value in args.epsilons.split(",") if value):
             add(f"dp-sgd eps{budget:g}", "", dp="sgd", dp_epsilon=budget)
-        add("no-dp", "")
     if "big" in only and args.big_records:
         add("no-dp", "big ")
         add("dp-sgd eps8", "big ", dp="sgd", dp_epsilon=8.0)
     if "site" in only:
         add("site-level dp=server", "", dp="server", dp_noise=args.site_noise,
             dp_noise_check=False)  # fmt: skip
+    specs.sort(key=lambda spec: spec["run"]["seed"])  # whole seeds first if cut short
     with ThreadPoolExecutor(args.parallel) as pool:
         for result in pool.map(lambda spec: in_process(__file__, spec, args.workdir), specs):
             report["federations"].append(result)
