@@ -112,7 +112,9 @@ def build_model(
     torch.manual_seed(run.seed)
     bnb = quantization_config(quantization or run.quantization, device)
     base: nn.Module = load_base(run.model, int(tokenizer.pad_token_id), bnb, pooling_of(run))
-    if bnb is not None:
+    if bnb is not None and isinstance(base, MeanPooledClassifier):
+        base.backbone = prepare_model_for_kbit_training(base.backbone)  # peft's checks read it
+    elif bnb is not None:
         base = prepare_model_for_kbit_training(base)
     try:
         model = get_peft_model(base, lora_config(run))

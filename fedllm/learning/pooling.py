@@ -57,6 +57,7 @@ class MeanPooledClassifier(nn.Module):
     ) -> SequenceClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        logits = self.score(self.features(input_ids, attention_mask))
+        features = self.features(input_ids, attention_mask)
+        logits = self.score(features.to(self.score.weight.dtype))  # bf16 states of a 4-bit model
         loss = None if labels is None else cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
