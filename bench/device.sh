@@ -2,8 +2,8 @@
 # The benchmarks too heavy for 2 CPU cores, on a lent CUDA machine (no network there). Python
 # packages its image lacks travel as wheels (.gpu/whl), MiniLM as .gpu/minilm, Debian's nginx and
 # openssl as .gpu/sys, the reviews as .gpu/reviews.parquet (cut after the 256th token); results to
-# $OUT. A small real federation (its logs if a ClientApp fails); the DP-SGD recipes at ε 8
-# (bench/recipes.py, one seed); the best at every ε and at 4,000 records a site, 3 seeds.
+# $OUT. A small real federation (its logs if a ClientApp fails); the DP-SGD recipe search on
+# frozen features (bench/dp_features.py) at 1,000 and 4,000 records a site, 3 seeds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 for need in .gpu/minilm .gpu/sys .gpu/reviews.parquet .gpu/whl; do
@@ -34,20 +34,8 @@ python3 -c "import sys; sys.path.insert(0, 'bench'); from runner import write_re
  { tail -5 /tmp/diag.out; python3 -c "import json; h=json.load(open('/tmp/diag/history.json'));
 print(json.dumps(h[-1].get('exchanges', {}), indent=1)[:3000])"
    grep -h -B2 -A30 "Traceback" /tmp/diag/state/logs/*.log | tail -120; } >"$OUT/diag.txt" 2>&1) &
-timeout 130 python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br \
-    --stage dp --workers 9 --out "$OUT/recipes-explore.json" \
-    2>"$OUT/recipes-explore.log" | tail -45
-read -r params dp_lr < <(python3 - "$OUT/recipes-explore.json" <<'PY'
-import json, sys
-summary = json.load(open(sys.argv[1]))["summary"]
-best = max(summary, key=lambda name: summary[name]["mean"])
-print(best.split()[1], best.split()[2][2:])
-PY
-)
-echo "after $((SECONDS - started)) s, chosen: dp-params $params dp-lr $dp_lr" | tee -a "$OUT/machine.txt"
-timeout $((265 - SECONDS)) python3 bench/recipes.py --data $DATA --physical 64 --workdir /tmp/br2 \
-    --stage dp-eps --stage dp-big --dp-params "$params" --dp-lr "$dp_lr" --workers 18 \
-    --out "$OUT/recipes-dp.json" 2>"$OUT/recipes-dp.log" | tail -45
+# The DP-SGD recipe search on frozen features, 3 x 1,000 and 3 x 4,000 reviews, 3 seeds.
+timeout $((265 - SECONDS)) python3 bench/dp_features.py --data $DATA --threads 8 \
+    --out "$OUT/dp-features.json" 2>"$OUT/dp-features.log" | tail -45
 wait
-tail -c 20000 "$OUT/recipes-explore.log" > /tmp/x && mv /tmp/x "$OUT/recipes-explore.log"
 echo "done after $((SECONDS - started)) s"; head -c 3000 "$OUT/diag.txt"
