@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from opacus import PrivacyEngine
@@ -150,6 +151,21 @@ def make_private(
     return private, optimizer, draws
 
 
+def drawn(draws: DataLoader, optimizer: DPOptimizer, tally: Tally, steps: int) -> Iterator[Any]:
+    """Poisson draws until `steps` noisy steps are counted in `tally`; an empty draw takes its
+    noise-only step here, a non-empty one is yielded for the caller's step."""
+    while tally.steps < steps:
+        for batch in draws:
+            labels = batch["labels"] if isinstance(batch, dict) else batch[-1]
+            if len(labels) > 0:
+                yield batch
+            else:
+                noise_only_step(optimizer)
+            tally.steps += 1
+            if tally.steps >= steps:
+                return
+
+
 def train_head(
     classifier: MeanPooledClassifier,
     records: Encoded,
@@ -165,21 +181,14 @@ def train_head(
     loader = DataLoader(features, batch_size=plan.batch_size)
     private, optimizer, draws = make_private(classifier.score, loader, plan, device)
     try:
-        while tally.steps < plan.steps:
-            for pooled, labels in draws:
-                if len(labels) > 0:
-                    pooled, labels = pooled.to(device), labels.to(device)
-                    loss = cross_entropy(private(pooled), labels)
-                    loss.backward()
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    tally.loss_sum += float(loss.detach()) * len(labels)
-                    tally.examples += len(labels)
-                else:  # an empty Poisson draw
-                    noise_only_step(optimizer)
-                tally.steps += 1
-                if tally.steps >= plan.steps:
-                    break
+        for pooled, labels in drawn(draws, optimizer, tally, plan.steps):
+            pooled, labels = pooled.to(device), labels.to(device)
+            loss = cross_entropy(private(pooled), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tally.loss_sum += float(loss.detach()) * len(labels)
+            tally.examples += len(labels)
     finally:
         private.to_standard_module()
     return tally
@@ -198,16 +207,9 @@ def train_model(
     tally = Tally()
     private, optimizer, draws = make_private(model, loader, plan, device)
     try:
-        while tally.steps < plan.steps:
-            for batch in draws:
-                if isinstance(batch, dict) and len(batch["labels"]) > 0:
-                    batch = {key: value.to(device) for key, value in batch.items()}
-                    tally.add(batch, logical_step(private, optimizer, batch, physical))
-                else:  # an empty Poisson draw
-                    noise_only_step(optimizer)
-                tally.steps += 1
-                if tally.steps >= plan.steps:
-                    break
+        for batch in drawn(draws, optimizer, tally, plan.steps):
+            batch = {key: value.to(device) for key, value in batch.items()}
+            tally.add(batch, logical_step(private, optimizer, batch, physical))
     finally:
         private.to_standard_module()  # no opacus hooks left on the model the reply is read
     return tally
