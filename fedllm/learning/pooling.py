@@ -3,9 +3,9 @@
 Hugging Face's sequence-classification heads read one token: BERT's `[CLS]` through its
 pretrained pooler, GPT-2's last token. `mean` averages the real tokens' last hidden states (what
 sentence encoders such as MiniLM are trained to produce); `layers` averages them over every
-layer as well. On frozen MiniLM and real reviews a linear head reads sentiment far better from
-the latter (held-out accuracy 0.83 against 0.80 for the last layer and 0.72 for `[CLS]`), which
-is what DP-SGD trains (docs/privacy.md).
+layer as well. On frozen MiniLM and real reviews, a linear head trained with DP-SGD at ε 8 reads
+0.805 from `layers`, 0.787 from `mean` and 0.654 from `[CLS]` (bench/dp-features.json): what
+DP-SGD trains by default (docs/privacy.md).
 """
 
 import torch
