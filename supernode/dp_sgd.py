@@ -1,8 +1,8 @@
 """Record-level differential privacy on a site: DP-SGD with opacus (per-example clipping + noise).
 
 The recipe (chosen by `bench/dp_features.py`, reasons in docs/privacy.md): only a linear head
-trains (`dp-params` head), on each review's token states averaged over tokens and layers
-(`pooling` auto → layers), which frozen MiniLM turns into features a linear model reads well;
+trains (`dp-params` head), on each layer's token mean side by side, at one norm per review
+(`pooling` auto → stack), which frozen MiniLM turns into features a linear model reads well;
 the encoder being frozen, those vectors are computed once (`supernode.pooled_features`) and each
 noisy step costs a linear layer's. opacus adds noise of `noise * clip` to each *logical* batch's
 sum, so batches are large (`dp-batch-size`: a whole site of up to 1,024 records), SGD with

@@ -9,6 +9,7 @@ run's ε past `dp-epsilon`, or the site's ε over all runs past the policy's `ma
 from dataclasses import dataclass
 
 from fedllm.learning.model import pooling_of
+from fedllm.learning.pooling import MEAN_POOLINGS
 from fedllm.privacy.dp import default_delta
 from fedllm.settings import NodeSettings, RunSettings
 from supernode.dp_sgd import DpSgd, logical_batches, plan_noise
@@ -55,7 +56,7 @@ def private_passes(run: RunSettings) -> float:
     features (each a linear layer's cost), 1 when each step runs the model."""
     if run.dp_epochs:
         return run.dp_epochs
-    on_features = run.dp_params == "head" and pooling_of(run) in ("mean", "layers")
+    on_features = run.dp_params == "head" and pooling_of(run) in MEAN_POOLINGS
     return FEATURE_PASSES if on_features else 1.0
 
 

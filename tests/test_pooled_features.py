@@ -9,7 +9,7 @@ from peft import PeftModel
 
 from fedllm.learning.batches import encode
 from fedllm.learning.model import build_model, load_base, load_tokenizer, pooling_of
-from fedllm.learning.pooling import MeanPooledClassifier, mean_of_tokens
+from fedllm.learning.pooling import FEATURE_NORM, MeanPooledClassifier, mean_of_tokens
 from fedllm.settings import RunSettings
 from supernode import pooled_features
 from supernode.pooled_features import cached_features, pooled_classifier
@@ -17,8 +17,8 @@ from supernode.pooled_features import cached_features, pooled_classifier
 CPU = torch.device("cpu")
 
 
-def test_auto_pooling_is_the_layer_mean_under_dp_sgd_only() -> None:
-    assert pooling_of(RunSettings(dp="sgd")) == "layers"
+def test_auto_pooling_is_the_stacked_layer_means_under_dp_sgd_only() -> None:
+    assert pooling_of(RunSettings(dp="sgd")) == "stack"
     assert pooling_of(RunSettings(dp="server", dp_noise=1.0)) == "model"
     assert pooling_of(RunSettings()) == "model"
     assert pooling_of(RunSettings(pooling="mean")) == "mean"
@@ -33,23 +33,32 @@ def test_the_mean_ignores_padding() -> None:
     assert torch.equal(pooled[1], states[1].mean(dim=0))
 
 
-def test_layers_pooling_averages_every_block_and_mean_the_last(
-    demo_assets: tuple[Path, Path],
-) -> None:
+def test_each_pooling_reads_the_blocks_it_names(demo_assets: tuple[Path, Path]) -> None:
+    """mean: the last block; layers: every block averaged; stack: every block side by side,
+    scaled to FEATURE_NORM per review."""
     model_dir, _ = demo_assets
     tokenizer = load_tokenizer(str(model_dir))
     batch = tokenizer(["a fine film", "dull and far too long"], padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
     pad = int(tokenizer.pad_token_id)
-    mean, layers = (load_base(str(model_dir), pad, pooling=kind) for kind in ("mean", "layers"))
+    mean, layers, stack = (
+        load_base(str(model_dir), pad, pooling=kind) for kind in ("mean", "layers", "stack")
+    )
     assert isinstance(mean, MeanPooledClassifier) and isinstance(layers, MeanPooledClassifier)
+    assert isinstance(stack, MeanPooledClassifier)
     states = mean.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     blocks = states.hidden_states[1:]
     assert len(blocks) == mean.config.num_hidden_layers
-    expected = mean_of_tokens(torch.stack(blocks).mean(dim=0), mask)
-    assert torch.allclose(layers.features(ids, mask), expected, atol=1e-6)
+    averaged = mean_of_tokens(torch.stack(blocks).mean(dim=0), mask)
+    assert torch.allclose(layers.features(ids, mask), averaged, atol=1e-6)
     assert torch.allclose(mean.features(ids, mask), mean_of_tokens(blocks[-1], mask))
-    assert not torch.allclose(expected, mean_of_tokens(blocks[-1], mask))
+    assert not torch.allclose(averaged, mean_of_tokens(blocks[-1], mask))
+    side_by_side = torch.cat([mean_of_tokens(block, mask) for block in blocks], dim=-1)
+    stacked = stack.features(ids, mask)
+    assert stack.score.in_features == stacked.shape[-1] == side_by_side.shape[-1]
+    assert torch.allclose(stacked.norm(dim=-1), torch.full((2,), FEATURE_NORM))
+    scale = side_by_side.norm(dim=-1, keepdim=True) / FEATURE_NORM
+    assert torch.allclose(stacked * scale, side_by_side, atol=1e-5)
 
 
 def test_a_saved_mean_pooled_adapter_classifies_alike_when_loaded(
@@ -64,7 +73,7 @@ def test_a_saved_mean_pooled_adapter_classifies_alike_when_loaded(
         model.base_model.model.score.modules_to_save["default"].weight.normal_()
     model.save_pretrained(tmp_path)
     pad = int(tokenizer.pad_token_id)
-    base = load_base(str(model_dir), pad, pooling="layers")
+    base = load_base(str(model_dir), pad, pooling="stack")
     loaded = PeftModel.from_pretrained(base, tmp_path)
     batch = tokenizer(["a fine film", "dull and far too long"], padding=True, return_tensors="pt")
     model.eval()

@@ -125,7 +125,7 @@ def test_releases_survive_in_the_ledger_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("params", ["lora-b", "lora", "head"])
 @pytest.mark.parametrize("noise", [0.0, 1.0])
-@pytest.mark.parametrize("pooling", ["model", "layers"])
+@pytest.mark.parametrize("pooling", ["model", "stack"])
 def test_dp_sgd_moves_every_weight_it_trains_and_no_other(
     demo_assets: tuple[Path, Path], params: str, noise: float, pooling: str
 ) -> None:

@@ -14,7 +14,7 @@ from transformers import (
 
 from fedllm.errors import FedllmError
 from fedllm.learning.data import hub_hint
-from fedllm.learning.pooling import MeanPooledClassifier
+from fedllm.learning.pooling import MEAN_POOLINGS, MeanPooledClassifier
 from fedllm.settings import RunSettings
 
 NUM_LABELS = 2
@@ -58,9 +58,10 @@ def quantization_config(mode: str, device: torch.device) -> BitsAndBytesConfig |
 
 
 def pooling_of(run: RunSettings) -> str:
-    """The run's pooling with `auto` resolved: token states averaged over layers under DP-SGD."""
+    """The run's pooling with `auto` resolved: every layer's token mean, side by side, under
+    DP-SGD."""
     if run.pooling == "auto":
-        return "layers" if run.dp == "sgd" else "model"
+        return "stack" if run.dp == "sgd" else "model"
     return run.pooling
 
 
@@ -71,16 +72,16 @@ def load_base(
     pooling: str = "model",
 ) -> PreTrainedModel | MeanPooledClassifier:
     """The pretrained model with a freshly initialised 2-label classification head: the
-    architecture's own, or a linear one on the mean of the token states (`pooling` mean, or
-    layers: averaged over layers too)."""
+    architecture's own, or a linear one on the mean of the token states (`pooling` one of
+    `MEAN_POOLINGS`)."""
     kwargs: dict[str, object] = {}
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map={"": 0})
     try:
-        if pooling in ("mean", "layers"):
+        if pooling in MEAN_POOLINGS:
             backbone = AutoModel.from_pretrained(name, **kwargs)
             backbone.config.pad_token_id = pad_token_id
-            return MeanPooledClassifier(backbone, NUM_LABELS, over_layers=pooling == "layers")
+            return MeanPooledClassifier(backbone, NUM_LABELS, pooling)
         base = AutoModelForSequenceClassification.from_pretrained(
             name, num_labels=NUM_LABELS, **kwargs
         )
