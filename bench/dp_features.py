@@ -2,14 +2,16 @@
 
 With `dp-params=head` the encoder is frozen for the whole run, so a site's DP-SGD only ever sees
 each review's pooled vector. This bench computes those vectors once (MiniLM, real IMDB reviews,
-the project's `MeanPooledClassifier`) for three poolings: BERT's `[CLS]` through its pooler (what
+the project's `MeanPooledClassifier`) for four poolings: BERT's `[CLS]` through its pooler (what
 `pooling=model` reads), the last layer's token mean (`mean`), the token mean averaged over every
-layer (`layers`). Then, for each, FedAvg over `--sites` sites of a linear head trained with the
-project's DP-SGD (`supernode.dp_sgd.make_private`: Poisson batches, per-example clipping, noise
-for ε over all rounds at δ = 1/(10 records)), several recipes, `--seeds` seeds (which reviews
-each site holds), held-out reviews the training never saw. Prints JSON.
+layer (`layers`), every layer's token mean side by side at one norm (`stack`). Then, for each,
+FedAvg over `--sites` sites of a linear head trained with the project's DP-SGD
+(`supernode.dp_sgd.make_private`: Poisson batches, per-example clipping, noise for ε over all
+rounds at δ = 1/(10 records)), several recipes on the default pooling, `--seeds` seeds (which
+reviews each site holds), held-out reviews the training never saw. Prints JSON.
 
     python bench/dp_features.py --out bench/dp-features.json
+    python bench/dp_features.py --max-length 128 --big-records 0 --out bench/dp-features-128.json
 """
 
 import argparse
@@ -31,10 +33,11 @@ from runner import minilm_path, publish
 
 from fedllm.learning.batches import PadBatch, encode
 from fedllm.learning.model import load_base, load_tokenizer
-from fedllm.learning.pooling import MeanPooledClassifier, mean_of_tokens
+from fedllm.learning.pooling import MeanPooledClassifier, mean_of_tokens, stacked_means
 from supernode.dp_sgd import DpSgd, make_private, plan_noise
 
-POOLINGS = ("cls", "mean", "layers")
+POOLINGS = ("cls", "mean", "layers", "stack")
+DEFAULT = "stack"  # what `pooling` auto reads under DP-SGD: the levers are tried on it
 
 
 @torch.no_grad()
@@ -56,6 +59,7 @@ def pooled(texts: list[str], labels: list[int], max_length: int) -> dict[str, to
         out["cls"].append(states.pooler_output)
         out["mean"].append(mean_of_tokens(blocks[-1], mask))
         out["layers"].append(mean_of_tokens(sum(blocks) / len(blocks), mask))
+        out["stack"].append(stacked_means(blocks, mask))
     return {name: torch.cat(vectors) for name, vectors in out.items()}
 
 
@@ -109,7 +113,7 @@ def recipes(args: argparse.Namespace) -> list[dict[str, Any]]:
     grid = [default | {"pooling": p, "epsilon": e} for p in POOLINGS for e in (0.0, 1.0, 3.0, 8.0)]
     for lr, passes, batch in ((1.0, 10, 500), (4.0, 20, 1024), (2.0, 40, 1024), (2.0, 10, 250)):
         for epsilon in (1.0, 3.0, 8.0):
-            grid.append(default | {"pooling": "layers", "epsilon": epsilon, "lr": lr,
+            grid.append(default | {"pooling": DEFAULT, "epsilon": epsilon, "lr": lr,
                                    "passes": passes, "batch": batch})  # fmt: skip
     return grid
 
@@ -142,7 +146,7 @@ def main() -> None:
     for prefix, records in sizes.items():
         grid = recipes(args) if not prefix else [
             {"lr": 2.0, "passes": 20, "batch": 1024, "clip": 1.0, "rounds": args.rounds,
-             "pooling": "layers", "epsilon": epsilon} for epsilon in (0.0, 8.0)
+             "pooling": DEFAULT, "epsilon": epsilon} for epsilon in (0.0, 8.0)
         ]  # fmt: skip
         train = slice(0, args.sites * records)
         for recipe in grid:

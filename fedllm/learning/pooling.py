@@ -28,6 +28,12 @@ def mean_of_tokens(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.
     return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def stacked_means(layers: tuple[torch.Tensor, ...], attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each layer's token mean side by side, scaled to `FEATURE_NORM` per row."""
+    stacked = torch.cat([mean_of_tokens(states, attention_mask) for states in layers], dim=-1)
+    return normalize(stacked.float(), dim=-1).to(stacked.dtype) * FEATURE_NORM
+
+
 class MeanPooledClassifier(nn.Module):
     """`backbone` (a model without head) → mean of its token states (`pooling`: see
     `MEAN_POOLINGS`) → linear `score`.
@@ -58,8 +64,7 @@ class MeanPooledClassifier(nn.Module):
         layers = output.hidden_states[1:]  # each block's output; [0] is the embeddings'
         if self.pooling == "layers":
             return mean_of_tokens(sum(layers) / len(layers), attention_mask)
-        stacked = torch.cat([mean_of_tokens(states, attention_mask) for states in layers], dim=-1)
-        return normalize(stacked.float(), dim=-1).to(stacked.dtype) * FEATURE_NORM
+        return stacked_means(layers, attention_mask)
 
     def forward(
         self,
