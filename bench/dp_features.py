@@ -8,7 +8,9 @@ layer (`layers`), every layer's token mean side by side at one norm (`stack`). T
 FedAvg over `--sites` sites of a linear head trained with the project's DP-SGD
 (`supernode.dp_sgd.make_private`: Poisson batches, per-example clipping, noise for ε over all
 rounds at δ = 1/(10 records)), several recipes on the default pooling, `--seeds` seeds (which
-reviews each site holds), held-out reviews the training never saw. Prints JSON.
+reviews each site holds), held-out reviews the training never saw, and the ceiling of a head on
+these features: logistic regression without DP. `--privacy-split` takes the reviews and held-out
+split of `bench/privacy.py`'s federations of the same seeds, so both read alike. Prints JSON.
 
     python bench/dp_features.py --out bench/dp-features.json
     python bench/dp_features.py --max-length 128 --big-records 0 --out bench/dp-features-128.json
@@ -19,6 +21,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,10 @@ from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import minilm_path, publish
+from runner import minilm_path, publish, write_reviews
 
 from fedllm.learning.batches import PadBatch, encode
+from fedllm.learning.data import read_table, split_holdout
 from fedllm.learning.model import load_base, load_tokenizer
 from fedllm.learning.pooling import MeanPooledClassifier, mean_of_tokens, stacked_means
 from supernode.dp_sgd import DpSgd, make_private, plan_noise
@@ -107,6 +111,55 @@ def fedavg_head(
         return float((head(vectors).argmax(dim=1) == labels).float().mean())
 
 
+def logistic(train: TensorDataset, test: TensorDataset) -> float:
+    """Held-out accuracy of logistic regression on all of `train` without DP: the ceiling of a
+    linear head on these features (L2 as scikit-learn's default, C = 1; full-batch L-BFGS)."""
+    x, y = train.tensors
+    head = nn.Linear(x.shape[1], 2)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = cross_entropy(head(x), y) + head.weight.square().sum() / (2 * len(y))
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    with torch.no_grad():
+        vectors, labels = test.tensors
+        return float((head(vectors).argmax(dim=1) == labels).float().mean())
+
+
+Split = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def reviews(args: argparse.Namespace) -> tuple[pd.DataFrame, Split]:
+    """The reviews, and the (training, held-out) row indices for `records` a site and a seed."""
+    if args.privacy_split:  # bench/privacy.py's file, split as its server splits each seed
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        file = args.workdir / f"reviews-{args.records}.parquet"
+        write_reviews(args.data, args.sites * args.records, args.eval, 0, file)
+        table = read_table(file)
+        frame = table.to_pandas()
+        row = {text: i for i, text in enumerate(frame.text)}
+
+        def indices(texts: list[str]) -> torch.Tensor:
+            return torch.as_tensor([row[text] for text in texts])
+
+        def split(records: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pool, held = split_holdout(table, args.eval / len(table), seed)
+            return indices(pool["text"]), indices(held["text"])
+
+        return frame, split
+    frame = pd.read_parquet(args.data).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    big = args.sites * max(args.records, args.big_records)
+    held_out = torch.arange(big, big + args.eval)
+    return frame.head(big + args.eval), lambda records, seed: (
+        torch.arange(args.sites * records),
+        held_out,
+    )
+
+
 def recipes(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The grid: every pooling at the default recipe and without DP, then the recipe's levers."""
     default = {"lr": 2.0, "passes": 20, "batch": 1024, "clip": 1.0, "rounds": args.rounds}
@@ -129,33 +182,42 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--privacy-split",
+        action="store_true",
+        help="bench/privacy.py's reviews and held-out split (--records only)",
+    )
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-privacy"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.monotonic()
-    frame = pd.read_parquet(args.data).sample(frac=1.0, random_state=0).reset_index(drop=True)
-    big = args.sites * max(args.records, args.big_records)
-    frame = frame.head(big + args.eval)
+    frame, split = reviews(args)
     vectors = pooled(list(frame.text), list(frame.label), args.max_length)
     labels = torch.as_tensor(frame.label.to_numpy())
-    held_out = slice(big, big + args.eval)
     report: dict[str, Any] = {"setup": {k: str(v) for k, v in vars(args).items()},
                               "features-seconds": round(time.monotonic() - started, 1),
                               "results": []}  # fmt: skip
-    sizes = {"": args.records} | ({"big ": args.big_records} if args.big_records else {})
+    big = args.big_records and not args.privacy_split
+    sizes = {"": args.records} | ({"big ": args.big_records} if big else {})
     for prefix, records in sizes.items():
         grid = recipes(args) if not prefix else [
             {"lr": 2.0, "passes": 20, "batch": 1024, "clip": 1.0, "rounds": args.rounds,
              "pooling": DEFAULT, "epsilon": epsilon} for epsilon in (0.0, 8.0)
         ]  # fmt: skip
-        train = slice(0, args.sites * records)
-        for recipe in grid:
-            x = vectors[recipe["pooling"]]
-            sets = (
-                TensorDataset(x[train], labels[train]),
-                TensorDataset(x[held_out], labels[held_out]),
-            )
-            accuracy = [fedavg_head(*sets, args.sites, recipe, seed) for seed in range(args.seeds)]
+        ceilings = [{"pooling": p, "head": "logistic regression, no DP"} for p in POOLINGS]
+        for recipe in ceilings + grid:
+            x, accuracy = vectors[recipe["pooling"]], []
+            for seed in range(args.seeds):
+                train, held_out = split(records, seed)
+                sets = (
+                    TensorDataset(x[train], labels[train]),
+                    TensorDataset(x[held_out], labels[held_out]),
+                )
+                head = "head" in recipe
+                accuracy.append(
+                    logistic(*sets) if head else fedavg_head(*sets, args.sites, recipe, seed)
+                )
             row = {"sites": f"{args.sites} x {records}", **recipe,
                    "mean": round(statistics.fmean(accuracy), 4),
                    "std": round(statistics.pstdev(accuracy), 4), "seeds": accuracy}  # fmt: skip

@@ -133,10 +133,10 @@ def make_private(
     with noise and draws no one can replay from the run's public seed."""
     trained = [param for param in module.parameters() if param.requires_grad]
     optimizer = torch.optim.SGD(trained, lr=plan.lr, momentum=MOMENTUM)
-    engine = PrivacyEngine(accountant="rdp")
     module.train()  # opacus refuses a model in evaluation mode
     with warnings.catch_warnings():  # opacus warns about its own secure-RNG default
         warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant="rdp")
         private, optimizer, draws = engine.make_private(
             module=module,
             optimizer=optimizer,
