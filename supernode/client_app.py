@@ -27,6 +27,7 @@ from fedllm.telemetry.training import record_training
 from supernode.client_clipping import clip_when_asked
 from supernode.dp_sgd import train_private
 from supernode.egress_guard import egress_guard
+from supernode.label_skew import logit_offset
 from supernode.microbatch import plan
 from supernode.private_round import Refused, privacy_for
 from supernode.secure_aggregation import secure_aggregation
@@ -80,6 +81,7 @@ def train_round(msg: Message, context: Context) -> Message:
             max_steps=site.run.local_steps,
             proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
             adaptation=adaptation,
+            offset=logit_offset(site.train.labels, site.run.logit_adjustment),
         )
     examples = {"train": len(site.train), "validation": len(site.val)}
     record_training(context.run_id, server_round, stats, examples)

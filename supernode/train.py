@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from fedllm.telemetry.headroom import MemoryState, memory_state
 from supernode.adaptation import Adaptation, is_out_of_memory
+from supernode.label_skew import adjusted_loss
 from supernode.microbatch import enable_checkpointing
 
 
@@ -110,10 +111,20 @@ def rows(batch: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, tor
     return {key: value[:, :width] if value.dim() == 2 else value for key, value in part.items()}
 
 
-def micro_step(model: nn.Module, part: dict[str, torch.Tensor], share: float) -> float:
-    """Forward and backward of one micro-batch, its loss weighted by `share` of the batch; a
-    failure here frees the micro-batch's activations with this frame."""
-    loss = model(**part).loss * share
+def micro_step(
+    model: nn.Module,
+    part: dict[str, torch.Tensor],
+    share: float,
+    offset: torch.Tensor | None = None,
+) -> float:
+    """Forward and backward of one micro-batch, its loss weighted by `share` of the batch (on
+    logits moved by `offset`, when given); a failure here frees the micro-batch's activations
+    with this frame."""
+    if offset is None:
+        loss = model(**part).loss * share
+    else:
+        inputs = {key: value for key, value in part.items() if key != "labels"}
+        loss = adjusted_loss(model(**inputs).logits, part["labels"], offset) * share
     loss.backward()
     return float(loss.detach())
 
@@ -124,6 +135,7 @@ def batch_gradient(
     grads: Accumulator,
     adaptation: Adaptation | None,
     probe: Callable[[], MemoryState],
+    offset: torch.Tensor | None = None,
 ) -> float:
     """Bank the gradient of the batch's mean loss, micro-batch by micro-batch; return the loss."""
     total, done, loss_sum = len(batch["labels"]), 0, 0.0
@@ -135,7 +147,7 @@ def batch_gradient(
         part = rows(batch, done, done + size)
         count = len(part["labels"])
         try:
-            loss = micro_step(model, part, count / total)
+            loss = micro_step(model, part, count / total, offset)
         except (RuntimeError, MemoryError) as err:
             if adaptation is None or not is_out_of_memory(err):
                 raise
@@ -161,11 +173,13 @@ def train(
     proximal_mu: float = 0.0,
     adaptation: Adaptation | None = None,
     probe: Callable[[], MemoryState] = memory_state,
+    offset: torch.Tensor | None = None,
 ) -> TrainStats:
     """AdamW on the trainable weights for `max_steps` steps, or `epochs` passes when it is 0.
 
     With `proximal_mu > 0` the FedProx term mu/2 * ||w - w_global||^2 keeps the local
     weights near the ones the round started from; it is added once per optimizer step.
+    With `offset` the loss reads logits plus it (`supernode.label_skew`).
     Without `adaptation` every batch runs whole and an out-of-memory error ends training.
     """
     trainable = [param for param in model.parameters() if param.requires_grad]
@@ -179,7 +193,7 @@ def train(
     while tally.steps < total_steps:
         for batch in loader:
             batch = {key: value.to(device) for key, value in batch.items()}
-            loss = batch_gradient(model, batch, grads, adaptation, probe)
+            loss = batch_gradient(model, batch, grads, adaptation, probe, offset)
             if anchor:
                 drift = [((p - a) ** 2).sum() for p, a in zip(trainable, anchor, strict=True)]
                 proximal = proximal_mu / 2 * torch.stack(drift).sum()
