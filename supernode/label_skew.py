@@ -5,7 +5,9 @@ Under a Dirichlet split a site may hold mostly, or only, one label; trained on p
 entropy its adapter learns that label's prior, and FedAvg of such sites swings from round to
 round. Training on `logits + strength * log(local prior)` lets the prior be explained by the
 offset instead of the weights, so each site fits what a balanced site would: the model serves
-raw logits. Balanced labels give a constant offset, which cross entropy ignores.
+raw logits. Balanced labels give a constant offset, which cross entropy ignores. A site holding one
+label only is not helped: every step points the same way, and AdamW's per-value normalisation turns
+the smaller adjusted gradient into full-size steps all the same.
 """
 
 import numpy as np
