@@ -92,6 +92,13 @@ class RunSettings(BaseSettings):
         "token states), layers (of every layer's), stack (each layer's mean side by side, "
         "normalised); auto: stack with dp=sgd, else model.",
     )
+    review_windows: int = Field(
+        0,
+        ge=0,
+        description="Windows of max-length tokens read per review by a token-mean pooling, "
+        "each encoded alone, their tokens averaged together; 0: 4 when DP-SGD trains the head "
+        "on frozen features (the encoder runs once per review), else 1.",
+    )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="bitsandbytes base weights, CUDA hosts only."
     )

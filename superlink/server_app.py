@@ -17,7 +17,7 @@ from fedllm.identity.audit import append_from_env
 from fedllm.learning.adapter import load_arrays, to_arrays
 from fedllm.learning.batches import make_loader
 from fedllm.learning.evaluate import evaluate
-from fedllm.learning.model import build_model, load_tokenizer, pick_device
+from fedllm.learning.model import build_model, load_tokenizer, pick_device, tokens_read
 from fedllm.learning.partition import server_holdout
 from fedllm.privacy.dp import check_privacy, site_noise
 from fedllm.privacy.secagg import check_secure_aggregation
@@ -78,7 +78,7 @@ def federate(grid: RoundGrid, run: RunSettings, run_dir: Path, telemetry: RunTel
     tokenizer = load_tokenizer(run.model)
     model = build_model(run, tokenizer, device)
     holdout = make_loader(
-        server_holdout(run), tokenizer, run.max_length, run.batch_size, shuffle=False
+        server_holdout(run), tokenizer, tokens_read(run), run.batch_size, shuffle=False
     )
     done = 0
     initial = to_arrays(model)

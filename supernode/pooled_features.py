@@ -32,9 +32,9 @@ def pooled_classifier(model: nn.Module) -> MeanPooledClassifier | None:
 
 
 def features_key(classifier: MeanPooledClassifier, records: Encoded) -> str:
-    """A hash of what the pooled vectors depend on: the records and the encoder's weights
-    (the pretrained ones by name, the LoRA ones by value)."""
-    sha = hashlib.sha256(str(classifier.config.name_or_path).encode())
+    """A hash of what the pooled vectors depend on: the records, the encoder's window and its
+    weights (the pretrained ones by name, the LoRA ones by value)."""
+    sha = hashlib.sha256(f"{classifier.config.name_or_path} {classifier.window}".encode())
     for array in (records.tokens, records.offsets, records.labels):
         sha.update(np.ascontiguousarray(array).tobytes())
     for name, tensor in classifier.backbone.state_dict().items():

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fedllm.learning.batches import Encoded, encode_table
 from fedllm.learning.data import is_local
-from fedllm.learning.model import build_model, load_tokenizer, pick_device
+from fedllm.learning.model import build_model, load_tokenizer, pick_device, tokens_read
 from fedllm.settings import NodeSettings, RunSettings, from_flower_config
 from supernode.threads import default_threads
 from supernode.token_cache import VERSION, TokenCache, digest, file_digest, tokenizer_digest
@@ -86,12 +86,12 @@ def data_identity(run: RunSettings, node: NodeSettings) -> dict[str, Any] | None
 def cache_key(
     run: RunSettings, node: NodeSettings, tokenizer: PreTrainedTokenizerBase
 ) -> str | None:
-    """The token cache key: tokenizer, data, split and `max-length`; None: do not cache."""
+    """The token cache key: tokenizer, data, split and tokens read; None: do not cache."""
     identity = data_identity(run, node)
     if identity is None:
         return None
     return digest(
-        VERSION, tokenizer_digest(tokenizer), run.max_length, identity, run.val_fraction, run.seed
+        VERSION, tokenizer_digest(tokenizer), tokens_read(run), identity, run.val_fraction, run.seed
     )
 
 
@@ -103,8 +103,8 @@ def tokenise(
 
     train, val = local_split(node_data(run, node), run.val_fraction, run.seed)
     return {
-        "train": encode_table(train, tokenizer, run.max_length),
-        "val": encode_table(val, tokenizer, run.max_length),
+        "train": encode_table(train, tokenizer, tokens_read(run)),
+        "val": encode_table(val, tokenizer, tokens_read(run)),
     }
 
 

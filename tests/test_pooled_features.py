@@ -8,7 +8,14 @@ import torch
 from peft import PeftModel
 
 from fedllm.learning.batches import encode
-from fedllm.learning.model import build_model, load_base, load_tokenizer, pooling_of
+from fedllm.learning.model import (
+    build_model,
+    load_base,
+    load_tokenizer,
+    pooling_of,
+    tokens_read,
+    window_of,
+)
 from fedllm.learning.pooling import FEATURE_NORM, MeanPooledClassifier, mean_of_tokens
 from fedllm.settings import RunSettings
 from supernode import pooled_features
@@ -23,6 +30,39 @@ def test_auto_pooling_is_the_stacked_layer_means_under_dp_sgd_only() -> None:
     assert pooling_of(RunSettings()) == "model"
     assert pooling_of(RunSettings(pooling="mean")) == "mean"
     assert pooling_of(RunSettings(dp="sgd", pooling="model")) == "model"
+
+
+def test_dp_sgd_on_frozen_features_reads_four_windows_of_each_review() -> None:
+    assert tokens_read(RunSettings(dp="sgd", max_length=64)) == 256
+    assert window_of(RunSettings(dp="sgd", max_length=64)) == 64
+    assert tokens_read(RunSettings(dp="sgd", dp_params="lora", max_length=64)) == 64
+    assert tokens_read(RunSettings(max_length=64)) == 64 and window_of(RunSettings()) == 0
+    assert tokens_read(RunSettings(pooling="mean", review_windows=2, max_length=64)) == 128
+
+
+def test_windows_average_every_token_each_read_in_its_own_window(
+    demo_assets: tuple[Path, Path],
+) -> None:
+    """A review longer than the window is read window by window (each alone, from position 0)
+    and its tokens averaged together; a review within one window reads as without windows."""
+    model_dir, _ = demo_assets
+    tokenizer = load_tokenizer(str(model_dir))
+    texts = ["a fine film with a plot that holds and actors who care", "dull"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    length, window = int(mask[0].sum()), 4
+    assert length > 2 * window and int(mask[1].sum()) <= window
+    pad = int(tokenizer.pad_token_id)
+    windowed = load_base(str(model_dir), pad, pooling="mean", window=window)
+    assert isinstance(windowed, MeanPooledClassifier)
+    parts = [ids[:1, start : start + window] for start in range(0, length, window)]
+    states = [windowed.backbone(input_ids=part).last_hidden_state[0] for part in parts]
+    expected = torch.cat(states).mean(dim=0)
+    read = windowed.features(ids, mask)
+    assert torch.allclose(read[0], expected, atol=1e-5)
+    whole = mean_of_tokens(windowed.backbone(input_ids=ids, attention_mask=mask)[0], mask)
+    assert not torch.allclose(read[0], whole[0], atol=1e-3)  # context stops at each window
+    assert torch.allclose(read[1], whole[1], atol=1e-5)
 
 
 def test_the_mean_ignores_padding() -> None:

@@ -9,7 +9,7 @@ norm per review: what DP-SGD trains by default (docs/privacy.md, bench/dp-featur
 
 import torch
 from torch import nn
-from torch.nn.functional import cross_entropy, normalize
+from torch.nn.functional import cross_entropy, normalize, pad
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -22,16 +22,48 @@ MEAN_POOLINGS = ("mean", "layers", "stack")
 FEATURE_NORM = 5.0
 
 
-def mean_of_tokens(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mean of each row's hidden states over its real (unmasked) tokens."""
+def mean_of_tokens(
+    states: torch.Tensor, attention_mask: torch.Tensor, owner: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The mean of each row's hidden states over its real (unmasked) tokens; with `owner`
+    (the review each row is a window of), over every window of each review."""
     mask = attention_mask.unsqueeze(-1).to(states.dtype)
-    return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    sums, counts = (states * mask).sum(dim=1), mask.sum(dim=1)
+    if owner is not None:
+        reviews = int(owner.max()) + 1 if len(owner) else 0
+        sums = sums.new_zeros(reviews, sums.shape[1]).index_add_(0, owner, sums)
+        counts = counts.new_zeros(reviews, 1).index_add_(0, owner, counts)
+    return sums / counts.clamp(min=1.0)
 
 
-def stacked_means(layers: tuple[torch.Tensor, ...], attention_mask: torch.Tensor) -> torch.Tensor:
-    """Each layer's token mean side by side, scaled to `FEATURE_NORM` per row."""
-    stacked = torch.cat([mean_of_tokens(states, attention_mask) for states in layers], dim=-1)
+def stacked_means(
+    layers: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor,
+    owner: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Each layer's token mean side by side, scaled to `FEATURE_NORM` per row (per review
+    with `owner`)."""
+    means = [mean_of_tokens(states, attention_mask, owner) for states in layers]
+    stacked = torch.cat(means, dim=-1)
     return normalize(stacked.float(), dim=-1).to(stacked.dtype) * FEATURE_NORM
+
+
+def windows(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Right-padded rows cut into windows of `window` tokens, one row each, and the row each
+    came from (None: rows as they are, when `window` is 0 or covers them). Windows holding
+    no token are dropped, so a short review costs one window."""
+    rows, length = input_ids.shape
+    if window <= 0 or length <= window:
+        return input_ids, attention_mask, None
+    cut = -(-length // window) * window - length
+    ids = pad(input_ids, (0, cut)).reshape(-1, window)
+    mask = pad(attention_mask, (0, cut)).reshape(-1, window)
+    owner = torch.arange(rows, device=input_ids.device).repeat_interleave(ids.shape[0] // rows)
+    kept = mask.sum(dim=1) > 0
+    kept[:: ids.shape[0] // rows] = True  # every review keeps one window, even an empty one
+    return ids[kept], mask[kept], owner[kept]
 
 
 class MeanPooledClassifier(nn.Module):
@@ -42,29 +74,31 @@ class MeanPooledClassifier(nn.Module):
     is one of the head names peft's sequence classification trains and saves.
     """
 
-    def __init__(self, backbone: PreTrainedModel, num_labels: int, pooling: str) -> None:
+    def __init__(
+        self, backbone: PreTrainedModel, num_labels: int, pooling: str, window: int = 0
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config
         self.pooling = pooling
+        self.window = window  # tokens the encoder reads at once; 0: a review in one pass
         width = backbone.config.hidden_size
         if pooling == "stack":
             width *= backbone.config.num_hidden_layers
         self.score = nn.Linear(width, num_labels)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """What the head reads: one vector per row."""
+        """What the head reads: one vector per row, its tokens averaged over all its windows."""
+        ids, mask, owner = windows(input_ids, attention_mask, self.window)
         output = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            output_hidden_states=self.pooling != "mean",
+            input_ids=ids, attention_mask=mask, output_hidden_states=self.pooling != "mean"
         )
         if self.pooling == "mean":
-            return mean_of_tokens(output.last_hidden_state, attention_mask)
+            return mean_of_tokens(output.last_hidden_state, mask, owner)
         layers = output.hidden_states[1:]  # each block's output; [0] is the embeddings'
         if self.pooling == "layers":
-            return mean_of_tokens(sum(layers) / len(layers), attention_mask)
-        return stacked_means(layers, attention_mask)
+            return mean_of_tokens(sum(layers) / len(layers), mask, owner)
+        return stacked_means(layers, mask, owner)
 
     def forward(
         self,

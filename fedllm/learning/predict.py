@@ -8,24 +8,25 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from fedllm.errors import FedllmError
-from fedllm.learning.model import load_base, load_tokenizer, pooling_of
+from fedllm.learning.model import load_base, load_tokenizer, pooling_of, tokens_read, window_of
 from fedllm.settings import RunSettings
 
 LABELS = ("negative", "positive")
 
 
 def load_classifier(run_dir: Path) -> tuple[PeftModel, PreTrainedTokenizerBase, int]:
-    """Base model + the run's final adapter, its tokenizer and max length."""
+    """Base model + the run's final adapter, its tokenizer and the tokens it reads a review."""
     final = run_dir / "final"
     if not (final / "adapter_config.json").is_file():
         raise FedllmError(f"no final adapter in {run_dir}: was the run finished?")
     settings = json.loads((run_dir / "run.json").read_text())
     tokenizer = load_tokenizer(str(final))
-    pooling = pooling_of(RunSettings(**settings))
-    base = load_base(settings["model"], int(tokenizer.pad_token_id), pooling=pooling)
+    run = RunSettings(**settings)
+    pad = int(tokenizer.pad_token_id)
+    base = load_base(run.model, pad, pooling=pooling_of(run), window=window_of(run))
     model = PeftModel.from_pretrained(base, final)
     model.eval()
-    return model, tokenizer, int(settings["max_length"])
+    return model, tokenizer, tokens_read(run)
 
 
 def read_reviews(path: Path) -> list[str]:
