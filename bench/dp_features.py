@@ -14,6 +14,8 @@ split of `bench/privacy.py`'s federations of the same seeds, so both read alike.
 
     python bench/dp_features.py --out bench/dp-features.json
     python bench/dp_features.py --max-length 128 --big-records 0 --out bench/dp-features-128.json
+    python bench/dp_features.py --privacy-split --max-length 128 --windows 4 --big-records 0 \
+        --out bench/dp-features-privacy-split-windows.json
 """
 
 import argparse
@@ -38,6 +40,7 @@ from fedllm.learning.batches import PadBatch, encode
 from fedllm.learning.data import read_table, split_holdout
 from fedllm.learning.model import load_base, load_tokenizer
 from fedllm.learning.pooling import MeanPooledClassifier, mean_of_tokens, stacked_means
+from fedllm.learning.pooling import windows as cut_windows
 from supernode.dp_sgd import DpSgd, make_private, plan_noise
 
 POOLINGS = ("cls", "mean", "layers", "stack")
@@ -45,25 +48,29 @@ DEFAULT = "stack"  # what `pooling` auto reads under DP-SGD: the levers are trie
 
 
 @torch.no_grad()
-def pooled(texts: list[str], labels: list[int], max_length: int) -> dict[str, torch.Tensor]:
-    """Every pooling's vector for each review, from one forward pass each."""
+def pooled(
+    texts: list[str], labels: list[int], max_length: int, windows: int
+) -> dict[str, torch.Tensor]:
+    """Every pooling's vector for each review, from one forward pass each, over its first
+    `windows` windows of `max_length` tokens (as `review-windows` reads them; `cls`: the
+    pooler's output averaged over the windows)."""
     tokenizer = load_tokenizer(minilm_path())
     model = load_base(minilm_path(), int(tokenizer.pad_token_id), pooling="layers")
     assert isinstance(model, MeanPooledClassifier)
     model.eval()
-    records = encode(texts, labels, tokenizer, max_length)
+    records = encode(texts, labels, tokenizer, max_length * windows)
     loader = DataLoader(records, batch_size=64, collate_fn=PadBatch(int(tokenizer.pad_token_id)))
     out: dict[str, list[torch.Tensor]] = {name: [] for name in POOLINGS}
     for batch in loader:
-        mask = batch["attention_mask"]
-        states = model.backbone(
-            input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True
-        )
+        window = max_length if windows > 1 else 0
+        ids, mask, owner = cut_windows(batch["input_ids"], batch["attention_mask"], window)
+        states = model.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         blocks = states.hidden_states[1:]
-        out["cls"].append(states.pooler_output)
-        out["mean"].append(mean_of_tokens(blocks[-1], mask))
-        out["layers"].append(mean_of_tokens(sum(blocks) / len(blocks), mask))
-        out["stack"].append(stacked_means(blocks, mask))
+        one = torch.ones(len(ids), 1, dtype=mask.dtype)
+        out["cls"].append(mean_of_tokens(states.pooler_output.unsqueeze(1), one, owner))
+        out["mean"].append(mean_of_tokens(blocks[-1], mask, owner))
+        out["layers"].append(mean_of_tokens(sum(blocks) / len(blocks), mask, owner))
+        out["stack"].append(stacked_means(blocks, mask, owner))
     return {name: torch.cat(vectors) for name, vectors in out.items()}
 
 
@@ -181,6 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--windows", type=int, default=1, help="windows of max-length a review")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--privacy-split",
@@ -193,7 +201,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.monotonic()
     frame, split = reviews(args)
-    vectors = pooled(list(frame.text), list(frame.label), args.max_length)
+    vectors = pooled(list(frame.text), list(frame.label), args.max_length, args.windows)
     labels = torch.as_tensor(frame.label.to_numpy())
     report: dict[str, Any] = {"setup": {k: str(v) for k, v in vars(args).items()},
                               "features-seconds": round(time.monotonic() - started, 1),

@@ -10,10 +10,12 @@ understates, what was spent.
 
 import json
 import os
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 PRV_LIMIT = 64.0  # ε past this protects nothing, and PRV's grid grows slow there (then overflows)
@@ -46,12 +48,15 @@ def epsilon(releases: list[Release], delta: float) -> float:
         return 0.0
     rdp = RDPAccountant()
     rdp.history = history(releases)
-    bound = float(rdp.get_epsilon(delta))
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": PRV is the tight one
+        warnings.filterwarnings("ignore", message="Optimal order")
+        bound = float(rdp.get_epsilon(delta))
     if bound > PRV_LIMIT:
         return bound
     prv = PRVAccountant()
     prv.history = history(releases)
-    return min(bound, float(prv.get_epsilon(delta)))
+    with np.errstate(divide="ignore"):  # log(1 - rate): -inf at rate 1, as PRV means it
+        return min(bound, float(prv.get_epsilon(delta)))
 
 
 class PrivacyLedger:
