@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -31,16 +32,23 @@ def pooled_classifier(model: nn.Module) -> MeanPooledClassifier | None:
     return inner if isinstance(inner, MeanPooledClassifier) else None
 
 
+@torch.no_grad()
 def features_key(classifier: MeanPooledClassifier, records: Encoded) -> str:
     """A hash of what the pooled vectors depend on: the records, the encoder's window and its
-    weights (the pretrained ones by name, the LoRA ones by value)."""
+    weights (the pretrained ones by name, LoRA's by the change `B·A` makes to them).
+
+    Not `A` and `B` apart: FedAvg's weighted mean of the sites' identical `A` rounds in the last
+    bit, so the global `A` differs every round while `B` stays 0 under head-only DP-SGD and the
+    features stay the same."""
     sha = hashlib.sha256(f"{classifier.config.name_or_path} {classifier.window}".encode())
     for array in (records.tokens, records.offsets, records.labels):
         sha.update(np.ascontiguousarray(array).tobytes())
-    for name, tensor in classifier.backbone.state_dict().items():
-        if "lora_" in name:
-            sha.update(name.encode())
-            sha.update(tensor.detach().float().cpu().numpy().tobytes())
+    for name, module in classifier.backbone.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in sorted(module.lora_A):
+                sha.update(f"{name} {adapter}".encode())
+                delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]  # each subclass
+                sha.update(delta.float().cpu().numpy().tobytes())
     return sha.hexdigest()[:32]
 
 

@@ -5,8 +5,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from peft import PeftModel
 
+from fedllm.learning.adapter import adapter_state, load_arrays, to_arrays
 from fedllm.learning.batches import encode
 from fedllm.learning.model import (
     build_model,
@@ -121,6 +124,17 @@ def test_a_saved_mean_pooled_adapter_classifies_alike_when_loaded(
     assert torch.allclose(model(**batch).logits, loaded(**batch).logits)
 
 
+def fedavg_of_identical_sites(model: PeftModel, sites: int) -> None:
+    """Load Flower's FedAvg of `sites` equal replies; the mean's rounding must move some `A`."""
+    state = adapter_state(model)
+    reply = RecordDict({"arrays": to_arrays(model), "metrics": MetricRecord({"n": 4000})})
+    mean = aggregate_arrayrecords([reply] * sites, "n")
+    averaged = mean.to_torch_state_dict()
+    assert any(not torch.equal(averaged[key], state[key]) for key in state if "lora_A" in key)
+    assert all(not averaged[key].any() for key in state if "lora_B" in key)
+    load_arrays(model, mean)
+
+
 def test_features_are_read_back_until_the_encoder_changes(
     demo_assets: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,6 +159,9 @@ def test_features_are_read_back_until_the_encoder_changes(
     assert len(computed) == 1 and tokens == tokens_again == int(records.lengths().sum())
     assert torch.equal(first.tensors[0], again.tensors[0])
     assert torch.equal(again.tensors[1], torch.as_tensor(records.labels))
+    fedavg_of_identical_sites(model, sites=3)
+    cached_features(classifier, records, pad, CPU, 8, tmp_path)
+    assert len(computed) == 1  # the global adapter of a head-only round: the same features
     with torch.no_grad():  # a new global adapter: other features
         next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.5)
     changed, _ = cached_features(classifier, records, pad, CPU, 8, tmp_path)
