@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,12 @@ def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                    "seeds": len(v)} for name, v in names.items()}  # fmt: skip
 
 
+def seeds_of(rows: Iterable[dict[str, Any]]) -> str:
+    """A legend's note when fewer than 3 seeds stand behind a line."""
+    fewest = min(row["seeds"] for row in rows)
+    return "" if fewest >= 3 else f" ({fewest} seed{'s' if fewest > 1 else ''})"
+
+
 def plot_epsilon(
     table: dict[str, dict[str, Any]], records: int, big_records: int, title: str, target: Path
 ) -> None:
@@ -105,10 +112,11 @@ def plot_epsilon(
         if points:
             axes.errorbar([x for x, _ in points], [row["mean"] for _, row in points],
                           yerr=[row["std"] for _, row in points], marker="o", capsize=3,
-                          color=colour, label=f"DP-SGD, 3 sites x {sites:,}")  # fmt: skip
+                          color=colour, label=f"DP-SGD, 3 sites x {sites:,}"
+                                f"{seeds_of(row for _, row in points)}")  # fmt: skip
         if plain := table.get(f"{prefix}no-dp"):
             axes.axhline(plain["mean"], color=colour, linestyle="--",
-                         label=f"no DP, 3 sites x {sites:,}")  # fmt: skip
+                         label=f"no DP, 3 sites x {sites:,}{seeds_of([plain])}")  # fmt: skip
             axes.axhspan(plain["mean"] - plain["std"], plain["mean"] + plain["std"],
                          color=colour, alpha=0.15)  # fmt: skip
     axes.axhline(0.5, color="grey", linestyle=":", label="chance")
