@@ -47,7 +47,8 @@ def features_key(classifier: MeanPooledClassifier, records: Encoded) -> str:
         if isinstance(module, LoraLayer):
             for adapter in sorted(module.lora_A):
                 sha.update(f"{name} {adapter}".encode())
-                delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]  # each subclass
+                # every LoRA layer type defines it; the LoraLayer base does not declare it
+                delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
                 sha.update(delta.float().cpu().numpy().tobytes())
     return sha.hexdigest()[:32]
 
