@@ -23,11 +23,14 @@ STALL_TIMEOUT = 40.0
 
 
 def start_up(run_dir: Path, demo_assets: tuple[Path, Path], nodes: int) -> subprocess.Popen[str]:
+    """`fedllm up` of `nodes` nodes, 4 rounds. Each round waits for every node to be connected
+    (`min-nodes`), so a killed node takes part again in the rounds after the one it failed,
+    however long the SuperLink takes to let it back in (until its heartbeat lapses)."""
     model_dir, reviews = demo_assets
     command = [
         sys.executable, "-m", "fedllm", "up", "--nodes", str(nodes), "--rounds", "4",
         "--model", str(model_dir), "--dataset", str(reviews), "--run-dir", str(run_dir),
-        "--set", "max-length=32", "--set", "round-timeout=60", "--set", "min-nodes=2",
+        "--set", "max-length=32", "--set", "round-timeout=60", "--set", f"min-nodes={nodes}",
         "--timeout", "420",
     ]  # fmt: skip
     return subprocess.Popen(  # its own process group, taking SIGINT as from a terminal
